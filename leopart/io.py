@@ -131,6 +131,19 @@ def write_parquet(path: PathLike, table: Any) -> None:
         table.to_parquet(tmp, index=False)
 
 
+def read_parquet(path: PathLike, what: str = "table") -> Any:
+    """Read a Parquet table into pandas with a one-line error for missing or corrupt files."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.is_file():
+        raise LeopartError(f"{p}: {what} file is missing")
+    try:
+        return pd.read_parquet(p)
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is a corrupt file for the user
+        raise LeopartError(f"{p}: cannot read {what} as Parquet ({type(exc).__name__})") from None
+
+
 def write_text(path: PathLike, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:

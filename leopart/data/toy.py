@@ -1,0 +1,465 @@
+"""The embedded default dataset: deterministic synthetic images of part-based objects on "stuff".
+
+Why it looks like this
+----------------------
+The toy-DINO feasibility notes (``shared/notes/toy-dino-feasibility.md``) found that when the
+background has random colours and textures, (a) k-means spends its clusters on splitting the
+background and (b) the CLS attention locks onto the background, because the background is the
+cheapest cue for telling images apart. Lesson: **objects, not backgrounds, must be what tells
+images apart.** Hence:
+
+* **Background** ("stuff", always label 0) comes from only four types with a consistent look and
+  small colour jitter: *sky* (smooth light-blue vertical gradient), *grass* (green fine noise),
+  *sand* (beige with sparse dark dots), *water* (blue low-contrast waves). An image has one stuff
+  type (40 %) or sky above one ground type (60 %), split at a random, slightly tilted horizon.
+* **Objects** (labels 1..6, :data:`leopart.data.classes.TOY_CLASSES`) are made of 2–4 parts with a
+  fixed arrangement in an object frame. Every part has its own colour *and* texture (flat,
+  stripes, spots, checker, noise, rings); parts are shared within a class (same palette/texture,
+  small jitter) and distinct across classes, so part-level features carry the class:
+
+  ============  =============================================================================
+  quadruped     legs (dark, horizontal stripes), body (brown with cream spots), head (flat dark)
+  bird          body (red noise), wing (grey-blue stripes), head (flat black-red), beak (yellow)
+  car           window (cyan diagonal stripes), body (flat magenta), wheels (black/grey rings)
+  tree          trunk (brown vertical stripes), crown (dark green with yellow-green spots)
+  snowman       two discs (flat white), hat (black with red bands), nose (flat orange)
+  fish          tail (yellow checker), body (orange with white bands), eye (flat black)
+  ============  =============================================================================
+
+* 1–3 objects per image, drawn in order so later objects occlude earlier ones. Per object:
+  bounding-box side 0.5–0.85 of the image side (the parts fill about a third of that box, which
+  gives a foreground share of ≈ 35 % of the pixels on average), centre anywhere that keeps most of
+  the object inside, rotation ±20°, random horizontal flip, brightness ×[0.85, 1.15]. Per part:
+  colour jitter N(0, 0.04), offset N(0, 0.02) object units, size ×[0.92, 1.08], angle N(0, 5°).
+  Finally pixel noise N(0, 0.02) on the whole image (colours in [0, 1]).
+* **Masks** hold the class index per pixel, 0 = background, and a VOC-style ignore band (255):
+  every pixel that has a different label within ``max(1, round(image_size / 100))`` pixels
+  (Chebyshev distance) is set to 255, i.e. a band of about one pixel on each side of every
+  boundary at 128².
+
+Everything is vectorised over pixels (coordinate grids over each object's bounding box); 1200
+images at 128² render in a few seconds on one core. Image ``i`` of a split is rendered from its own
+generator ``default_rng([seed, split_code, i])`` (:func:`image_rng`), so train and val differ,
+splits are reproducible, and any prefix of a split is independent of its length.
+
+Layout written by :func:`generate_toy`::
+
+    <out_dir>/images/<name>.png   RGB uint8
+    <out_dir>/masks/<name>.png    mode "L", values {0..6, 255}
+    <out_dir>/sets/train.txt      one name per line
+    <out_dir>/sets/val.txt
+    <out_dir>/classes.json        ["background", "quadruped", ...]
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+from tqdm import tqdm
+
+from leopart.data.classes import IGNORE_LABEL, TOY_CLASSES
+from leopart.data.dataset import SplitIndex
+from leopart.data.download import atomic_dir
+from leopart.errors import LeopartError
+
+SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1}
+STUFF_TYPES: tuple[str, ...] = ("sky", "grass", "sand", "water")
+
+# ----------------------------------------------------------------------------------------------
+# Object catalogue (object frame: u to the right, v downwards, object roughly within [-0.5, 0.5]²)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Primitive:
+    """One filled shape in the object frame.
+
+    ``kind`` is ``"ellipse"`` or ``"rect"`` (centre ``(cx, cy)``, half-sizes ``(hw, hh)``,
+    rotation ``angle`` in degrees) or ``"poly"`` (convex polygon ``verts`` in the object frame).
+    """
+
+    kind: str
+    cx: float = 0.0
+    cy: float = 0.0
+    hw: float = 0.0
+    hh: float = 0.0
+    angle: float = 0.0
+    verts: tuple[tuple[float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Part:
+    """A coloured, textured object part made of one or more primitives.
+
+    The pixel colour is ``c1 * (1 - t) + c2 * t`` with the texture value ``t ∈ [0, 1]``;
+    ``texture`` ∈ {flat, stripes, spots, checker, noise, rings}; ``freq`` in cycles per object unit;
+    ``tex_angle`` (degrees) orients stripes.
+    """
+
+    name: str
+    prims: tuple[Primitive, ...]
+    c1: tuple[float, float, float]
+    c2: tuple[float, float, float]
+    texture: str
+    freq: float = 0.0
+    tex_angle: float = 0.0
+
+
+def _poly(*verts: tuple[float, float]) -> Primitive:
+    return Primitive("poly", verts=tuple(verts))
+
+
+OBJECT_CLASSES: dict[str, tuple[Part, ...]] = {
+    "quadruped": (
+        Part("legs", tuple(Primitive("rect", x, 0.27, 0.05, 0.17) for x in (-0.3, -0.16, 0.14, 0.28)),
+             (0.22, 0.13, 0.07), (0.48, 0.38, 0.27), "stripes", 7.0, 90.0),
+        Part("body", (Primitive("ellipse", 0.0, 0.0, 0.40, 0.21),),
+             (0.55, 0.32, 0.14), (0.92, 0.86, 0.72), "spots", 6.0),
+        Part("head", (Primitive("ellipse", 0.40, -0.22, 0.15, 0.12, -30.0),),
+             (0.32, 0.18, 0.09), (0.32, 0.18, 0.09), "flat"),
+    ),
+    "bird": (
+        Part("body", (Primitive("ellipse", -0.04, 0.06, 0.36, 0.25, -10.0),),
+             (0.82, 0.14, 0.10), (0.50, 0.04, 0.05), "noise"),
+        Part("wing", (Primitive("ellipse", -0.10, 0.02, 0.26, 0.11, 18.0),),
+             (0.30, 0.32, 0.52), (0.66, 0.68, 0.86), "stripes", 9.0, 0.0),
+        Part("head", (Primitive("ellipse", 0.30, -0.22, 0.16, 0.16),),
+             (0.22, 0.04, 0.09), (0.22, 0.04, 0.09), "flat"),
+        Part("beak", (_poly((0.42, -0.29), (0.64, -0.20), (0.42, -0.12)),),
+             (0.96, 0.80, 0.10), (0.96, 0.80, 0.10), "flat"),
+    ),
+    "car": (
+        Part("window", (_poly((-0.30, -0.06), (0.24, -0.06), (0.12, -0.34), (-0.22, -0.34)),),
+             (0.62, 0.90, 0.96), (0.32, 0.55, 0.68), "stripes", 7.0, 45.0),
+        Part("body", (Primitive("rect", 0.0, 0.06, 0.50, 0.16),),
+             (0.85, 0.10, 0.48), (0.85, 0.10, 0.48), "flat"),
+        Part("wheels", (Primitive("ellipse", -0.29, 0.23, 0.14, 0.14),
+                        Primitive("ellipse", 0.29, 0.23, 0.14, 0.14)),
+             (0.07, 0.07, 0.07), (0.58, 0.58, 0.60), "rings", 9.0),
+    ),
+    "tree": (
+        Part("trunk", (Primitive("rect", 0.0, 0.30, 0.09, 0.21),),
+             (0.47, 0.29, 0.12), (0.30, 0.17, 0.07), "stripes", 14.0, 0.0),
+        Part("crown", (Primitive("ellipse", 0.0, -0.13, 0.38, 0.33),),
+             (0.06, 0.36, 0.11), (0.58, 0.78, 0.14), "spots", 7.0),
+    ),
+    "snowman": (
+        Part("discs", (Primitive("ellipse", 0.0, 0.22, 0.27, 0.26), Primitive("ellipse", 0.0, -0.12, 0.19, 0.18)),
+             (0.96, 0.96, 0.98), (0.96, 0.96, 0.98), "flat"),
+        Part("hat", (Primitive("rect", 0.0, -0.36, 0.13, 0.09), Primitive("rect", 0.0, -0.27, 0.21, 0.03)),
+             (0.09, 0.09, 0.10), (0.75, 0.10, 0.10), "stripes", 9.0, 90.0),
+        Part("nose", (_poly((0.13, -0.16), (0.32, -0.12), (0.13, -0.08)),),
+             (0.96, 0.50, 0.08), (0.96, 0.50, 0.08), "flat"),
+    ),
+    "fish": (
+        Part("tail", (_poly((-0.26, 0.0), (-0.52, -0.24), (-0.52, 0.24)),),
+             (0.95, 0.85, 0.12), (0.65, 0.55, 0.05), "checker", 10.0),
+        Part("body", (Primitive("ellipse", 0.06, 0.0, 0.40, 0.25),),
+             (0.96, 0.52, 0.08), (0.98, 0.93, 0.88), "stripes", 4.5, 0.0),
+        Part("eye", (Primitive("ellipse", 0.29, -0.06, 0.06, 0.06),),
+             (0.04, 0.04, 0.05), (0.04, 0.04, 0.05), "flat"),
+    ),
+}
+assert list(OBJECT_CLASSES) == TOY_CLASSES[1:]
+
+SCALE_RANGE = (0.6, 0.95)        # object-frame unit (pixels) / image side
+ROTATION_DEG = 20.0
+BRIGHTNESS_RANGE = (0.85, 1.15)
+PART_COLOUR_SIGMA = 0.04
+PART_OFFSET_SIGMA = 0.02
+PART_SIZE_RANGE = (0.92, 1.08)
+PART_ANGLE_SIGMA = 5.0
+PIXEL_NOISE_SIGMA = 0.02
+
+
+def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator that renders image ``index`` of ``split`` (``"train"``/``"val"``) for ``seed``."""
+    if split not in SPLIT_CODES:
+        raise LeopartError(f"split: unknown toy split {split!r} (expected one of {sorted(SPLIT_CODES)})")
+    return np.random.default_rng([int(seed), SPLIT_CODES[split], int(index)])
+
+
+def boundary_width(image_size: int) -> int:
+    """Reach (pixels) of the 255 ignore band around label boundaries: ``max(1, round(S / 100))``."""
+    return max(1, int(round(image_size / 100)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------------------------
+
+
+def _render_stuff(kind: str, rng: np.random.Generator, s: int) -> np.ndarray:
+    """Full-image ``(s, s, 3)`` float32 rendering of one stuff type (colours in [0, 1])."""
+    y = (np.arange(s, dtype=np.float32) + 0.5)[:, None] / s          # (s, 1), 0 top .. 1 bottom
+    x = (np.arange(s, dtype=np.float32) + 0.5)[None, :] / s          # (1, s)
+    jit = rng.normal(0.0, 0.025, 3).astype(np.float32)
+    if kind == "sky":
+        top = np.array([0.45, 0.65, 0.92], np.float32) + jit
+        bottom = np.array([0.78, 0.88, 0.97], np.float32) + jit
+        img = top + (bottom - top) * y[..., None]                     # (s, 1, 3)
+        return np.broadcast_to(img, (s, s, 3)).copy()
+    if kind == "grass":
+        base = np.array([0.30, 0.57, 0.20], np.float32) + jit
+        n = rng.normal(0.0, 1.0, (s, s, 1)).astype(np.float32)
+        return base + 0.07 * n * np.array([0.7, 1.0, 0.5], np.float32)
+    if kind == "sand":
+        base = np.array([0.86, 0.77, 0.56], np.float32) + jit
+        img = base + 0.015 * rng.normal(0.0, 1.0, (s, s, 1)).astype(np.float32)
+        dots = rng.random((s, s)) < 0.025
+        img[dots] = np.array([0.58, 0.48, 0.33], np.float32) + jit
+        return img
+    if kind == "water":
+        base = np.array([0.16, 0.38, 0.62], np.float32) + jit
+        f1, f2, ph = rng.uniform(10, 16), rng.uniform(1.5, 3.0), rng.uniform(0, 2 * np.pi)
+        w = np.sin(2 * np.pi * (f1 * y + 0.12 * np.sin(2 * np.pi * f2 * x + ph)) + ph)  # (s, s)
+        return base + 0.045 * w[..., None] * np.array([0.6, 0.8, 1.0], np.float32)
+    raise ValueError(kind)
+
+
+def _render_background(rng: np.random.Generator, s: int) -> np.ndarray:
+    """``(s, s, 3)`` float32 background: one stuff type, or sky above a ground type."""
+    if rng.random() < 0.4:
+        return _render_stuff(STUFF_TYPES[rng.integers(len(STUFF_TYPES))], rng, s)
+    ground = ("grass", "sand", "water")[rng.integers(3)]
+    sky = _render_stuff("sky", rng, s)
+    low = _render_stuff(ground, rng, s)
+    horizon, slope = rng.uniform(0.25, 0.6) * s, rng.uniform(-0.1, 0.1)
+    yy = np.arange(s, dtype=np.float32)[:, None] + 0.5
+    xx = np.arange(s, dtype=np.float32)[None, :] + 0.5
+    below = yy > horizon + slope * (xx - s / 2)
+    return np.where(below[..., None], low, sky)
+
+
+def _rot(deg: float) -> tuple[float, float]:
+    r = np.deg2rad(deg)
+    return float(np.cos(r)), float(np.sin(r))
+
+
+def _texture(part: Part, u: np.ndarray, v: np.ndarray, p: np.ndarray, q: np.ndarray,
+             rng: np.random.Generator) -> np.ndarray:
+    """Texture value ``t ∈ [0, 1]`` (float32, shape of ``u``) at object-frame ``(u, v)``.
+
+    ``(p, q)`` are the same points relative to the primitive's centre (used by ``rings``).
+    """
+    f = part.freq
+    if part.texture == "flat":
+        return np.zeros(u.shape, np.float32)
+    if part.texture == "stripes":
+        c, s = _rot(part.tex_angle)
+        return (np.sin(2 * np.pi * f * (u * c + v * s)) > 0).astype(np.float32)
+    if part.texture == "spots":
+        fu, fv = np.mod(u * f, 1.0) - 0.5, np.mod(v * f, 1.0) - 0.5
+        return (fu * fu + fv * fv < 0.09).astype(np.float32)
+    if part.texture == "checker":
+        return np.mod(np.floor(u * f) + np.floor(v * f), 2.0).astype(np.float32)
+    if part.texture == "noise":
+        return rng.random(u.shape, dtype=np.float32)
+    if part.texture == "rings":
+        return (np.sin(2 * np.pi * f * np.sqrt(p * p + q * q)) > 0).astype(np.float32)
+    raise ValueError(part.texture)
+
+
+def _inside(prim: Primitive, u: np.ndarray, v: np.ndarray, dx: float, dy: float, size: float,
+            dang: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean coverage of a jittered primitive plus its centred coordinates ``(p, q)``.
+
+    The jitter (offset ``dx, dy``, size factor ``size``, extra rotation ``dang`` degrees) is applied
+    about the primitive's centre (polygon: vertex mean).
+    """
+    if prim.kind == "poly":
+        verts = np.asarray(prim.verts, np.float32)
+        centre = verts.mean(0)
+        c, s = _rot(dang)
+        rel = (verts - centre) * size
+        verts = centre + np.array([dx, dy], np.float32) + rel @ np.array([[c, s], [-s, c]], np.float32)
+        p, q = u - (centre[0] + dx), v - (centre[1] + dy)
+        # convex polygon: inside iff on the same side of every edge
+        cross = []
+        for (x0, y0), (x1, y1) in zip(verts, np.roll(verts, -1, axis=0)):
+            cross.append((x1 - x0) * (v - y0) - (y1 - y0) * (u - x0))
+        cr = np.stack(cross)
+        inside = np.all(cr >= 0, axis=0) | np.all(cr <= 0, axis=0)
+        return inside, p, q
+    c, s = _rot(prim.angle + dang)
+    p, q = u - (prim.cx + dx), v - (prim.cy + dy)
+    a = (p * c + q * s) / (prim.hw * size)
+    b = (-p * s + q * c) / (prim.hh * size)
+    if prim.kind == "ellipse":
+        inside = a * a + b * b <= 1.0
+    elif prim.kind == "rect":
+        inside = (np.abs(a) <= 1.0) & (np.abs(b) <= 1.0)
+    else:
+        raise ValueError(prim.kind)
+    return inside, p, q
+
+
+def _draw_object(img: np.ndarray, lab: np.ndarray, cls: int, rng: np.random.Generator) -> None:
+    """Draw one object of class index ``cls`` (1-based) into ``img (S,S,3)`` / ``lab (S,S)`` in place."""
+    size = img.shape[0]
+    parts = OBJECT_CLASSES[TOY_CLASSES[cls]]
+    side = rng.uniform(*SCALE_RANGE) * size                          # pixels per object unit
+    margin = 0.3 * side
+    cx, cy = rng.uniform(margin, size - margin, 2)
+    cos_t, sin_t = _rot(rng.uniform(-ROTATION_DEG, ROTATION_DEG))
+    flip = rng.random() < 0.5
+    bright = rng.uniform(*BRIGHTNESS_RANGE)
+    # bounding box of the object frame [-0.62, 0.62]² under any rotation, clipped to the image
+    r = 0.62 * np.sqrt(2.0) * side
+    x0, x1 = max(0, int(cx - r)), min(size, int(np.ceil(cx + r)))
+    y0, y1 = max(0, int(cy - r)), min(size, int(np.ceil(cy + r)))
+    if x1 <= x0 or y1 <= y0:
+        return
+    xs = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx)[None, :]
+    ys = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy)[:, None]
+    u = (xs * cos_t + ys * sin_t) / side                              # (h, w) object frame
+    v = (-xs * sin_t + ys * cos_t) / side
+    if flip:
+        u = -u
+    box_img, box_lab = img[y0:y1, x0:x1], lab[y0:y1, x0:x1]          # views
+    for part in parts:
+        dx, dy = rng.normal(0.0, PART_OFFSET_SIGMA, 2)
+        scale = rng.uniform(*PART_SIZE_RANGE)
+        dang = rng.normal(0.0, PART_ANGLE_SIGMA)
+        jit = rng.normal(0.0, PART_COLOUR_SIGMA, 3)
+        c1 = ((np.asarray(part.c1) + jit) * bright).astype(np.float32)
+        c2 = ((np.asarray(part.c2) + jit) * bright).astype(np.float32)
+        for prim in part.prims:
+            inside, p, q = _inside(prim, u, v, dx, dy, scale, dang)
+            if not inside.any():
+                continue
+            if part.texture == "flat":
+                box_img[inside] = c1
+            else:
+                t = _texture(part, u[inside], v[inside], p[inside], q[inside], rng)
+                box_img[inside] = c1 + (c2 - c1) * t[:, None]
+            box_lab[inside] = cls
+
+
+def add_boundary_band(mask: np.ndarray, width: int) -> np.ndarray:
+    """Set every pixel with a different label within ``width`` px (Chebyshev) to 255.
+
+    Args:
+        mask: ``(H, W)`` uint8 labels without 255.
+        width: band reach in pixels (>= 1).
+
+    Returns:
+        A new ``(H, W)`` uint8 mask.
+    """
+    size = 2 * width + 1
+    hi = ndimage.maximum_filter(mask, size=size, mode="nearest")
+    lo = ndimage.minimum_filter(mask, size=size, mode="nearest")
+    out = mask.copy()
+    out[hi != lo] = IGNORE_LABEL
+    return out
+
+
+def render_toy_image(rng: np.random.Generator, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Render one toy image and its mask.
+
+    Args:
+        rng: the random generator (consumed); the same generator state gives identical output.
+        image_size: side ``S`` in pixels.
+
+    Returns:
+        ``image`` ``(S, S, 3)`` uint8 RGB and ``mask`` ``(S, S)`` uint8 with 0 = background,
+        1..6 = :data:`TOY_CLASSES` index, 255 = boundary band.
+    """
+    s = int(image_size)
+    if s < 16:
+        raise LeopartError(f"image_size: toy images must be at least 16 px, got {image_size}")
+    img = _render_background(rng, s)
+    lab = np.zeros((s, s), np.uint8)
+    n_obj = int(rng.integers(1, 4))
+    for cls in rng.integers(1, len(TOY_CLASSES), n_obj):
+        _draw_object(img, lab, int(cls), rng)
+    img = img + rng.normal(0.0, PIXEL_NOISE_SIGMA, img.shape).astype(np.float32)
+    image = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    return image, add_boundary_band(lab, boundary_width(s))
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataset on disk
+# ----------------------------------------------------------------------------------------------
+
+
+def toy_name(split: str, index: int) -> str:
+    """File stem of image ``index`` of ``split``, e.g. ``train_00042``."""
+    return f"{split}_{index:05d}"
+
+
+def generate_toy(out_dir: str | Path, n_train: int, n_val: int, image_size: int = 128,
+                 seed: int = 0, progress: bool = True) -> None:
+    """Write the toy dataset (layout in the module docstring) to ``out_dir`` atomically.
+
+    The data is rendered into a temporary folder beside ``out_dir`` which is renamed into place at
+    the end (an existing ``out_dir`` is replaced), so an interrupted run leaves nothing under the
+    final name.
+
+    Args:
+        out_dir: destination folder.
+        n_train, n_val: number of images per split (>= 1).
+        image_size: side in pixels.
+        seed: base seed; image ``i`` of split ``sp`` uses :func:`image_rng` ``(seed, sp, i)``.
+        progress: show a tqdm bar.
+    """
+    for key, val in (("n_train", n_train), ("n_val", n_val)):
+        if int(val) < 1:
+            raise LeopartError(f"{key}: toy split size must be >= 1, got {val}")
+    counts = {"train": int(n_train), "val": int(n_val)}
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "images").mkdir()
+        (tmp / "masks").mkdir()
+        (tmp / "sets").mkdir()
+        bar = tqdm(total=sum(counts.values()), desc="toy images", unit="img", disable=not progress)
+        for split, n in counts.items():
+            names = []
+            for i in range(n):
+                name = toy_name(split, i)
+                image, mask = render_toy_image(image_rng(seed, split, i), image_size)
+                Image.fromarray(image).save(tmp / "images" / f"{name}.png", compress_level=1)
+                Image.fromarray(mask).save(tmp / "masks" / f"{name}.png", compress_level=6)
+                names.append(name)
+                bar.update(1)
+            (tmp / "sets" / f"{split}.txt").write_text("\n".join(names) + "\n")
+        bar.close()
+        (tmp / "classes.json").write_text(json.dumps(TOY_CLASSES, indent=2) + "\n")
+
+
+def toy_split_index(folder: str | Path, split: str) -> SplitIndex:
+    """Index of one split of a toy dataset written by :func:`generate_toy`.
+
+    Raises:
+        LeopartError: missing ``classes.json``/split list, or a listed image/mask file missing.
+    """
+    root = Path(folder)
+    classes_file = root / "classes.json"
+    if not classes_file.is_file():
+        raise LeopartError(f"{root}: no toy dataset found (missing classes.json)")
+    try:
+        class_names = json.loads(classes_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LeopartError(f"{classes_file}: not valid JSON ({exc})") from None
+    if not (isinstance(class_names, list) and all(isinstance(c, str) for c in class_names)):
+        raise LeopartError(f"{classes_file}: must be a JSON list of class names")
+    set_file = root / "sets" / f"{split}.txt"
+    if not set_file.is_file():
+        raise LeopartError(f"{set_file}: split list for split {split!r} is missing")
+    names = [ln.strip() for ln in set_file.read_text().splitlines() if ln.strip()]
+    if not names:
+        raise LeopartError(f"{set_file}: split list is empty")
+    image_paths = [root / "images" / f"{n}.png" for n in names]
+    mask_paths = [root / "masks" / f"{n}.png" for n in names]
+    for kind, paths in (("images", image_paths), ("masks", mask_paths)):
+        present = {p.name for p in (root / kind).iterdir()} if (root / kind).is_dir() else set()
+        missing = [p for p in paths if p.name not in present]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise LeopartError(f"{missing[0]}: listed in {set_file} but missing{more}")
+    return SplitIndex(names=names, image_paths=image_paths, mask_paths=mask_paths,
+                      class_names=class_names)

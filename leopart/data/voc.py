@@ -1,0 +1,141 @@
+"""Locate a PASCAL VOC 2012 folder and build the :class:`SplitIndex` of a split (spec §1.1).
+
+Two layouts are accepted:
+
+* **authors** (the Leopart zip): ``<folder>/VOCSegmentation/{images, SegmentationClass,
+  SegmentationClassAug, sets}`` or ``<folder>`` being that ``VOCSegmentation`` folder. Split
+  ``"train"`` takes its masks from ``SegmentationClassAug`` (as the authors' code does;
+  ``train_masks="SegmentationClass"`` selects the official masks instead), every other split from
+  ``SegmentationClass``. Split lists are ``sets/<split>.txt``; images ``images/<name>.jpg``.
+* **official**: ``<folder>/VOCdevkit/VOC2012``, ``<folder>/VOC2012`` or ``<folder>`` itself holding
+  ``{JPEGImages, SegmentationClass, ImageSets/Segmentation}``. All splits use
+  ``SegmentationClass``; split lists are ``ImageSets/Segmentation/<split>.txt``; images
+  ``JPEGImages/<name>.jpg``. The mask-only folder shipped in ``shared/data/voc2012-masks``
+  (no ``JPEGImages``) is this layout.
+
+Split-list order is preserved: it is the order of every tensor the pipeline saves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+from leopart.data.classes import VOC_CLASSES
+from leopart.data.dataset import SplitIndex
+from leopart.errors import LeopartError
+
+AUTHORS, OFFICIAL = "authors", "official"
+VOC_SPLIT_SIZES: dict[str, int] = {"train": 1464, "val": 1449, "trainval": 2913}
+TRAIN_MASK_DIRS = ("SegmentationClassAug", "SegmentationClass")
+
+
+def _is_authors_root(d: Path) -> bool:
+    return (d / "sets").is_dir() and ((d / "SegmentationClass").is_dir() or (d / "SegmentationClassAug").is_dir())
+
+
+def _is_official_root(d: Path) -> bool:
+    return (d / "ImageSets" / "Segmentation").is_dir() and (d / "SegmentationClass").is_dir()
+
+
+def find_voc_root(folder: str | Path) -> tuple[str, Path]:
+    """Find the PVOC dataset under ``folder``.
+
+    Returns:
+        ``(layout, root)`` with ``layout`` ∈ {``"authors"``, ``"official"``} and ``root`` the folder
+        holding the layout's sub-folders (``VOCSegmentation`` or ``VOC2012`` level).
+
+    Raises:
+        LeopartError: no PVOC dataset found.
+    """
+    base = Path(folder)
+    for layout, candidate, check in (
+        (AUTHORS, base / "VOCSegmentation", _is_authors_root),
+        (AUTHORS, base, _is_authors_root),
+        (OFFICIAL, base / "VOCdevkit" / "VOC2012", _is_official_root),
+        (OFFICIAL, base / "VOC2012", _is_official_root),
+        (OFFICIAL, base, _is_official_root),
+    ):
+        if check(candidate):
+            return layout, candidate
+    raise LeopartError(f"{base}: no PVOC dataset found (expected VOCSegmentation/ or VOCdevkit/VOC2012/)")
+
+
+def read_split_list(path: Path) -> list[str]:
+    """Names listed in a split file (one per line, blank lines ignored, order kept).
+
+    Raises:
+        LeopartError: file missing, empty, or with duplicate names.
+    """
+    if not path.is_file():
+        raise LeopartError(f"{path}: split list is missing")
+    try:
+        names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    except UnicodeDecodeError:
+        raise LeopartError(f"{path}: split list is not a text file") from None
+    if not names:
+        raise LeopartError(f"{path}: split list is empty")
+    if len(set(names)) != len(names):
+        dup = next(n for n, c in Counter(names).items() if c > 1)
+        raise LeopartError(f"{path}: split list names {dup!r} more than once")
+    return names
+
+
+def _missing(folder: Path, names: list[str], suffix: str) -> list[str]:
+    """File names ``<name><suffix>`` absent from ``folder`` (one directory listing, no per-file stat)."""
+    present = set(os.listdir(folder)) if folder.is_dir() else set()
+    return [n + suffix for n in names if n + suffix not in present]
+
+
+def _require(folder: Path, names: list[str], suffix: str, split_list: Path, what: str) -> list[Path]:
+    missing = _missing(folder, names, suffix)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise LeopartError(f"{folder / missing[0]}: {what} listed in {split_list} is missing{more}")
+    return [folder / (n + suffix) for n in names]
+
+
+def voc_split_index(
+    folder: str | Path,
+    split: str,
+    require_images: bool = True,
+    expected_count: int | None = None,
+    train_masks: str = "SegmentationClassAug",
+) -> SplitIndex:
+    """Index of one PVOC split (``"train"``, ``"val"``, …) in split-list order.
+
+    Args:
+        folder: the data folder (see module docstring for accepted layouts).
+        split: split-list name without ``.txt``.
+        require_images: if True every listed ``<name>.jpg`` must exist; if False the index is
+            mask-only (``image_paths=None``) unless every listed image happens to exist.
+        expected_count: if given, the required number of names (e.g. 1464 / 1449).
+        train_masks: authors' layout only — mask folder for split ``"train"``
+            (``"SegmentationClassAug"`` as in the authors' code, or ``"SegmentationClass"``).
+
+    Raises:
+        LeopartError: no dataset, missing split list, a listed file missing (names the file and the
+            split list), wrong count, or an unknown ``train_masks``.
+    """
+    if train_masks not in TRAIN_MASK_DIRS:
+        raise LeopartError(f"train_masks: must be one of {', '.join(TRAIN_MASK_DIRS)}, got {train_masks!r}")
+    layout, root = find_voc_root(folder)
+    if layout == AUTHORS:
+        split_list = root / "sets" / f"{split}.txt"
+        mask_dir = root / (train_masks if split == "train" else "SegmentationClass")
+        image_dir = root / "images"
+    else:
+        split_list = root / "ImageSets" / "Segmentation" / f"{split}.txt"
+        mask_dir = root / "SegmentationClass"
+        image_dir = root / "JPEGImages"
+    names = read_split_list(split_list)
+    if expected_count is not None and len(names) != expected_count:
+        raise LeopartError(f"{split_list}: split {split!r} lists {len(names)} names, expected {expected_count}")
+    mask_paths = _require(mask_dir, names, ".png", split_list, "mask")
+    if require_images:
+        image_paths: list[Path] | None = _require(image_dir, names, ".jpg", split_list, "image")
+    else:
+        image_paths = None if _missing(image_dir, names, ".jpg") else [image_dir / f"{n}.jpg" for n in names]
+    return SplitIndex(names=names, image_paths=image_paths, mask_paths=mask_paths,
+                      class_names=list(VOC_CLASSES))

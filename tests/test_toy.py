@@ -1,0 +1,156 @@
+"""Tests for the synthetic toy dataset (leopart.data.toy)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from leopart.data import toy
+from leopart.data.classes import TOY_CLASSES
+from leopart.data.masks import load_mask
+from leopart.errors import LeopartError
+
+S = 128
+
+
+@pytest.fixture(scope="module")
+def sample() -> list[tuple[np.ndarray, np.ndarray]]:
+    """100 rendered train images at 128²."""
+    return [toy.render_toy_image(toy.image_rng(0, "train", i), S) for i in range(100)]
+
+
+def test_render_shapes_and_dtypes(sample):
+    for image, mask in sample[:10]:
+        assert image.shape == (S, S, 3) and image.dtype == np.uint8
+        assert mask.shape == (S, S) and mask.dtype == np.uint8
+
+
+def test_render_is_deterministic():
+    a = toy.render_toy_image(toy.image_rng(7, "train", 3), S)
+    b = toy.render_toy_image(toy.image_rng(7, "train", 3), S)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_splits_and_seeds_differ():
+    train = toy.render_toy_image(toy.image_rng(0, "train", 0), S)[0]
+    val = toy.render_toy_image(toy.image_rng(0, "val", 0), S)[0]
+    other_seed = toy.render_toy_image(toy.image_rng(1, "train", 0), S)[0]
+    assert not np.array_equal(train, val)
+    assert not np.array_equal(train, other_seed)
+
+
+def test_mask_values_and_all_classes_occur(sample):
+    counts = np.zeros(256, np.int64)
+    for _, mask in sample:
+        counts += np.bincount(mask.ravel(), minlength=256)
+    present = set(np.flatnonzero(counts).tolist())
+    assert present <= set(range(len(TOY_CLASSES))) | {255}
+    assert present >= set(range(len(TOY_CLASSES))) | {255}  # every class (and the band) occurs
+
+
+def test_foreground_fraction(sample):
+    fg = [((m > 0) & (m != 255)).sum() / (m != 255).sum() for _, m in sample]
+    assert 0.25 <= float(np.mean(fg)) <= 0.5
+
+
+def test_boundary_band_separates_all_labels(sample):
+    """No two 4-adjacent pixels carry different non-ignore labels; every image with an object has a band."""
+    for _, m in sample:
+        for a, b in ((m[1:], m[:-1]), (m[:, 1:], m[:, :-1])):
+            diff = (a != b) & (a != 255) & (b != 255)
+            assert not diff.any()
+        if ((m > 0) & (m != 255)).any():
+            assert (m == 255).any()
+    # the band is thin: about 1 px on each side of boundaries at 128²
+    band = np.mean([(m == 255).mean() for _, m in sample])
+    assert 0.01 < band < 0.15
+
+
+def test_boundary_width_scales():
+    assert toy.boundary_width(64) == 1 and toy.boundary_width(128) == 1
+    assert toy.boundary_width(448) == 4
+    m = np.zeros((20, 20), np.uint8)
+    m[:, 10:] = 3
+    out = toy.add_boundary_band(m, 2)
+    assert (out[:, 8:12] == 255).all() and (out[:, :8] == 0).all() and (out[:, 12:] == 3).all()
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(LeopartError, match="n_train"):
+        toy.generate_toy(tmp_path / "t", 0, 2, progress=False)
+    with pytest.raises(LeopartError, match="image_size"):
+        toy.render_toy_image(np.random.default_rng(0), 8)
+    with pytest.raises(LeopartError, match="split"):
+        toy.image_rng(0, "test", 0)
+
+
+def test_generate_layout_roundtrip_and_determinism(tmp_path):
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    toy.generate_toy(out_a, 4, 3, image_size=64, seed=5, progress=False)
+    toy.generate_toy(out_b, 4, 3, image_size=64, seed=5, progress=False)
+    files_a = sorted(p.relative_to(out_a) for p in out_a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(out_b) for p in out_b.rglob("*") if p.is_file())
+    assert files_a == files_b and len(files_a) == 2 * 7 + 3
+    for rel in files_a:
+        assert (out_a / rel).read_bytes() == (out_b / rel).read_bytes(), rel
+    assert json.loads((out_a / "classes.json").read_text()) == TOY_CLASSES
+    assert (out_a / "sets" / "val.txt").read_text().split() == ["val_00000", "val_00001", "val_00002"]
+
+    for split, n in (("train", 4), ("val", 3)):
+        index = toy.toy_split_index(out_a, split)
+        assert len(index) == n and index.class_names == TOY_CLASSES
+        for i, (name, img_p, mask_p) in enumerate(zip(index.names, index.image_paths, index.mask_paths)):
+            image, mask = toy.render_toy_image(toy.image_rng(5, split, i), 64)
+            assert name == toy.toy_name(split, i)
+            assert Image.open(mask_p).mode == "L"
+            assert np.array_equal(load_mask(mask_p, len(TOY_CLASSES)), mask)
+            assert np.array_equal(np.asarray(Image.open(img_p).convert("RGB")), image)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
+def test_generate_is_atomic_and_replaces(tmp_path, monkeypatch):
+    out = tmp_path / "toy"
+    toy.generate_toy(out, 2, 1, image_size=32, progress=False)
+    calls = {"n": 0}
+    real = toy.render_toy_image
+
+    def failing(rng: np.random.Generator, size: int):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise RuntimeError("interrupted")
+        return real(rng, size)
+
+    monkeypatch.setattr(toy, "render_toy_image", failing)
+    with pytest.raises(RuntimeError):
+        toy.generate_toy(out, 5, 5, image_size=32, progress=False)
+    # the previous complete dataset is untouched, no partial folder left behind
+    assert len(toy.toy_split_index(out, "train")) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy"]
+    monkeypatch.setattr(toy, "render_toy_image", real)
+    toy.generate_toy(out, 3, 2, image_size=32, progress=False)
+    assert len(toy.toy_split_index(out, "train")) == 3
+
+
+def test_toy_split_index_errors(tmp_path):
+    with pytest.raises(LeopartError, match="no toy dataset"):
+        toy.toy_split_index(tmp_path, "train")
+    out = tmp_path / "toy"
+    toy.generate_toy(out, 2, 1, image_size=32, progress=False)
+    (out / "masks" / "train_00001.png").unlink()
+    with pytest.raises(LeopartError, match=r"train_00001\.png.*train\.txt"):
+        toy.toy_split_index(out, "train")
+    with pytest.raises(LeopartError, match="test.txt"):
+        toy.toy_split_index(out, "test")
+
+
+def test_render_speed():
+    """Rendering is vectorised: 50 images at 128² take well under a second each."""
+    t0 = time.perf_counter()
+    for i in range(50):
+        toy.render_toy_image(toy.image_rng(3, "val", i), S)
+    assert time.perf_counter() - t0 < 10.0

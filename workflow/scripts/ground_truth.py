@@ -1,0 +1,6 @@
+"""Snakemake script: leopart.stages.data.ground_truth."""
+
+from leopart.stages.data import ground_truth
+from leopart.stages.runner import run_stage
+
+run_stage(ground_truth, snakemake)  # noqa: F821 - injected by Snakemake

@@ -1,0 +1,6 @@
+"""Snakemake script: leopart.stages.clustering.kmeans_trainval."""
+
+from leopart.stages.clustering import kmeans_trainval
+from leopart.stages.runner import run_stage
+
+run_stage(kmeans_trainval, snakemake)  # noqa: F821 - injected by Snakemake

@@ -1,0 +1,6 @@
+"""Snakemake script: leopart.stages.data.manifest."""
+
+from leopart.stages.data import manifest
+from leopart.stages.runner import run_stage
+
+run_stage(manifest, snakemake)  # noqa: F821 - injected by Snakemake

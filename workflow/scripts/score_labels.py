@@ -1,0 +1,6 @@
+"""Snakemake script: leopart.stages.clustering.score_labels."""
+
+from leopart.stages.clustering import score_labels
+from leopart.stages.runner import run_stage
+
+run_stage(score_labels, snakemake)  # noqa: F821 - injected by Snakemake

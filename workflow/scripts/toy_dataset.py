@@ -1,0 +1,6 @@
+"""Snakemake script: leopart.stages.data.toy_dataset."""
+
+from leopart.stages.data import toy_dataset
+from leopart.stages.runner import run_stage
+
+run_stage(toy_dataset, snakemake)  # noqa: F821 - injected by Snakemake
