@@ -138,7 +138,7 @@ def test_nan_handling() -> None:
 def _synthetic(rng, n, k, g=7):
     labels = rng.integers(0, k, size=(n, g, g))
     fg_true = labels >= k // 2  # upper half of the clusters are objects
-    attn = fg_true ^ (rng.random(labels.shape) < 0.1)  # noisy attention
+    attn = fg_true | (rng.random(labels.shape) < 0.1)  # noisy attention on the background
     return labels, attn, fg_true
 
 

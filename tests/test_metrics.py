@@ -181,6 +181,7 @@ def test_real_voc_masks(voc_masks_dir) -> None:
     assert res.miou == pytest.approx(present.size / 21)
     # corrupt a block of predictions and compare with the pixel-level formulation
     pred[: pred.size // 3] = rng.integers(0, 21, size=pred.size // 3)
+    gt, pred = gt[::9], pred[::9]  # keep the brute force short
     res = hungarian_miou(confusion_matrix(gt, pred, 21, 21))
     miou, _ = _brute_hungarian(gt, pred, 21, 21)
     assert res.miou == pytest.approx(miou, abs=1e-12)
