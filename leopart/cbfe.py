@@ -172,9 +172,7 @@ def round_threshold(raw: float, round_step: float = 0.05) -> float:
     return float(grid[int(np.argmin(np.abs(grid - raw)))])
 
 
-def _cluster_gt_counts(
-    labels: np.ndarray, gt_eval: np.ndarray, k: int
-) -> np.ndarray:
+def _cluster_gt_counts(labels: np.ndarray, gt_eval: np.ndarray, k: int) -> np.ndarray:
     """``I[i, c]`` = GT-foreground pixels (``gt != 0``) of cluster ``c`` in image ``i`` at eval res.
 
     Labels are upsampled (torch legacy nearest) one image chunk at a time. Returns ``(N, k)`` int64.

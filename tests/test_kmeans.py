@@ -21,6 +21,15 @@ from leopart.resample import block_counts, nearest_indices, upsample_labels
 FAST = dict(niter=20, nredo=2)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_faiss_thread():
+    """Tiny problems: OpenMP start-up/spinning on a shared 2-core machine dominates otherwise."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
 def _blobs(seed: int = 0, n_per: int = 200, d: int = 8, k: int = 4):
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 20, size=(k, d))

@@ -116,8 +116,11 @@ def download(url: str, dest: str | Path, sha256: str | None = None, timeout: flo
                         written += len(chunk)
                         bar.update(len(chunk))
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise LeopartError(f"{url}: download failed ({type(exc).__name__}: {reason})") from None
+            if isinstance(exc, urllib.error.HTTPError):
+                detail = f"HTTP {exc.code} {exc.reason}"
+            else:
+                detail = f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}"
+            raise LeopartError(f"{url}: download failed ({detail})") from None
         if total is not None and written != total:
             raise LeopartError(f"{url}: download incomplete ({written} of {total} bytes)")
         hexdigest = digest.hexdigest()

@@ -8,8 +8,9 @@ components of ≤ 2 pixels, i.e. ``min_component=3``).
 The numerics follow the original torch code (float32 sort / normalise / cumsum, comparison with
 ``1 - threshold``), so masks match the authors' bit for bit up to sort ties; the sort here is
 stable (ties ordered by token index), the original's is not. Connected components are found
-with a single :func:`scipy.ndimage.label` call on the whole ``(N, h, w)`` stack with a
-``(1, 3, 3)`` structure (8-connectivity in-plane, never across images), which is what
+with a single :func:`scipy.ndimage.label` call on the whole ``(N, h, w)`` stack with a 3×3×3
+structure that is all ones in its middle plane and zero elsewhere (scipy requires size 3 per
+axis; this is the ``(1, 3, 3)`` in-plane 8-neighbourhood, never connecting images), which is what
 ``skimage.measure.label`` does on each ``(1, h, w)`` map in the original.
 
 :func:`load_attention_masks` reads pre-computed masks, including the authors' downloadable
@@ -32,6 +33,10 @@ from leopart.io import load_npy
 PathLike = str | os.PathLike
 
 __all__ = ["attention_masks", "remove_small_components", "load_attention_masks"]
+
+#: 8-connectivity within each image of an (N, h, w) stack, no connection between images.
+_IN_PLANE_8 = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE_8[1] = True
 
 
 def attention_masks(
@@ -105,7 +110,8 @@ def remove_small_components(mask: np.ndarray, min_component: int) -> np.ndarray:
 
     Args:
         mask: ``(N, h, w)`` boolean/0-1 masks; images are labelled independently (one
-            ``ndimage.label`` call with a ``(1, 3, 3)`` structure).
+            ``ndimage.label`` call whose 3×3×3 structure is non-zero only in its middle plane,
+            i.e. the in-plane 8-neighbourhood).
         min_component: minimum component size in pixels that survives.
 
     Returns:
@@ -114,7 +120,7 @@ def remove_small_components(mask: np.ndarray, min_component: int) -> np.ndarray:
     fg = np.asarray(mask).astype(bool, copy=False)
     if min_component <= 1 or not fg.any():
         return fg.copy()
-    labels, _ = ndimage.label(fg, structure=np.ones((1, 3, 3), dtype=bool))
+    labels, _ = ndimage.label(fg, structure=_IN_PLANE_8)
     sizes = np.bincount(labels.ravel())
     keep = sizes >= min_component
     keep[0] = False

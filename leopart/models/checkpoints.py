@@ -27,6 +27,7 @@ import argparse
 import os
 import pickle
 import types
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,8 @@ def load_checkpoint_file(path: PathLike, trust: bool = False) -> dict[str, Any]:
     if not p.is_file():
         raise LeopartError(f"{p}: checkpoint file is missing")
     try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+        with torch.serialization.safe_globals(_SAFE_GLOBALS), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Unsupported global" not in str(exc):

@@ -1,0 +1,204 @@
+"""Benchmark: the evaluation half of the pipeline at PVOC scale (a benchmark, not a test).
+
+Inputs are built from the 2913 real PVOC 2012 train/val masks in ``../shared/data/voc2012-masks``:
+ground truth at 100×100 exactly as the pipeline prepares it, synthetic 384-d patch tokens on the
+28×28 grid that follow the masks (a vector per class, per part of an object and per background
+"stuff" type, plus noise), written as ``.npy`` like the inference stage writes them, and attention
+masks that follow the masks with 10 % of tokens flipped.
+
+Then the pipeline's own stage functions (``leopart.stages.*``) run in the order of the workflow,
+each in a forked child process so that its wall time and peak RSS are measured separately:
+standardise + PCA-50 over all train+val tokens, K=21 × 5 seeds on val (Hungarian), K=200
+spherical on train+val, CBFE, K=20 × 5 foreground (Hungarian), K=149 foreground, upper bound
+(many-to-one), co-occurrence, edges, 10 Infomap runs, CD scoring.
+
+The last line reads ``eval-half total_s=<seconds> peak_rss_mib=<MiB>``. Target on 2 cores: ≤ 60 s
+and ≤ 3 GiB. Usage: ``make bench-eval`` (or ``python bench/bench_eval.py --workdir DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from snakemake.io import Namedlist
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from leopart.data.voc import voc_split_index  # noqa: E402
+from leopart.io import npy_writer, save_npy  # noqa: E402
+
+MASKS = Path(os.environ.get("LEOPART_SHARED", ROOT.parent / "shared")) / "data" / "voc2012-masks"
+KMEANS = {"niter": 100, "nredo": 5, "max_points_per_centroid": 256, "min_points_per_centroid": 39}
+
+
+class Smk:
+    """The parts of Snakemake's ``snakemake`` object that the stage functions use."""
+
+    def __init__(self, input: dict, output: dict, params: dict, wildcards: dict, threads: int = 2) -> None:
+        self.input = Namedlist(fromdict=input)
+        self.output = Namedlist(fromdict=output)
+        self.params = Namedlist(fromdict=params)
+        self.wildcards = Namedlist(fromdict={k: str(v) for k, v in wildcards.items()})
+        self.threads = threads
+        self.log = Namedlist()
+        self.rule = "bench"
+
+
+def build_inputs(work: Path, seed: int = 0) -> dict[str, Any]:
+    """Ground truth, tokens and attention masks for train and val from the real masks."""
+    from leopart.data.masks import ground_truth
+
+    rng = np.random.default_rng(seed)
+    dim, n_classes, n_parts, n_stuff = 384, 21, 3, 6
+    class_vec = rng.standard_normal((n_classes, dim)).astype(np.float32) * 1.0
+    part_vec = rng.standard_normal((n_classes, n_parts, dim)).astype(np.float32) * 0.6
+    stuff_vec = rng.standard_normal((n_stuff, dim)).astype(np.float32) * 0.8
+    rows, cols = np.meshgrid(np.arange(28), np.arange(28), indexing="ij")
+    part_of_pos = ((rows // 6) + (cols // 9)) % n_parts  # (28, 28) part layout
+    paths: dict[str, Any] = {}
+    for split in ("train", "val"):
+        index = voc_split_index(MASKS, split, require_images=False)
+        gt = ground_truth(index.mask_paths, 21, 448, 100, progress=False)
+        save_npy(work / f"gt_{split}.npy", gt)
+        tok_gt = ground_truth(index.mask_paths, 21, 448, 28, progress=False)
+        tok_gt = np.where(tok_gt == 255, 0, tok_gt).astype(np.int64)
+        n = len(index)
+        tokens = work / f"{split}_tokens.npy"
+        with npy_writer(tokens, (n, 28, 28, dim), np.float32) as out:
+            for start in range(0, n, 128):
+                g = tok_gt[start:start + 128]
+                stuff = rng.integers(0, n_stuff, size=(g.shape[0], 1, 1))
+                vec = class_vec[g] + part_vec[g, part_of_pos[None]]
+                bg = stuff_vec[np.broadcast_to(stuff, g.shape)]
+                vec = np.where((g == 0)[..., None], bg, vec)
+                vec += rng.standard_normal(vec.shape, dtype=np.float32) * 0.9
+                out[start:start + g.shape[0]] = vec
+        attn = (tok_gt != 0) ^ (rng.random(tok_gt.shape) < 0.10)
+        save_npy(work / f"attn_{split}.npy", attn.astype(np.uint8))
+        paths[split] = {"gt": work / f"gt_{split}.npy", "tokens": tokens, "attn": work / f"attn_{split}.npy"}
+    return paths
+
+
+def measure(name: str, fn: Callable[[], None]) -> tuple[float, float]:
+    """Run ``fn`` in a forked child; return (wall seconds, child peak RSS in MiB)."""
+    start = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001
+            print(f"stage {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            os._exit(1)
+        os._exit(0)
+    _, status, usage = os.wait4(pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"benchmark stage {name} failed")
+    rss_mib = usage.ru_maxrss / 1024.0
+    print(f"{name:<28s} {seconds:7.2f} s  peak_rss {rss_mib:8.1f} MiB", flush=True)
+    return seconds, rss_mib
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None, help="keep inputs/artefacts here")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_eval_"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    from leopart.stages.cbfe_stage import cbfe
+    from leopart.stages.cd_stage import cd_edges, cd_score, cooccurrence, infomap
+    from leopart.stages.clustering import fg_kmeans, kmeans_trainval, overcluster_kmeans, score_labels
+    from leopart.stages.features import pca
+    from leopart.stages.runner import set_threads, setup_logging
+
+    setup_logging(None)
+    import logging
+
+    logging.getLogger().setLevel(logging.WARNING)
+    set_threads(args.threads)
+    t0 = time.perf_counter()
+    inputs = build_inputs(work)
+    print(f"inputs built in {time.perf_counter() - t0:.1f} s under {work} (not counted)", flush=True)
+    tr, va = inputs["train"], inputs["val"]
+    d = work / "out"
+    pca_cfg = {"dim": 50, "max_points_per_d": 1000, "seed": 1234}
+    stages: list[tuple[str, Callable[[], None]]] = []
+
+    def add(name: str, fn: Callable[[Any], None], smk: Smk) -> None:
+        stages.append((name, lambda: fn(smk)))
+
+    add("standardise+PCA-50 trainval", pca, Smk(
+        {"train": tr["tokens"], "val": va["tokens"]},
+        {"train": d / "pca_train.npy", "val": d / "pca_val.npy", "model": d / "pca.npz"},
+        {"pca": pca_cfg}, {"model": "bench", "fit": "trainval"}))
+    for s in range(5):
+        add(f"K=21 val seed {s}", overcluster_kmeans, Smk(
+            {"val": d / "pca_val.npy"}, {"labels": d / f"oc_{s}.npy"},
+            {"kmeans": KMEANS, "val_limit": None, "spherical": False}, {"k": 21, "seed": s}))
+        add(f"  score seed {s}", score_labels, Smk(
+            {"labels": d / f"oc_{s}.npy", "gt": va["gt"]}, {"metrics": d / f"oc_{s}.json"},
+            {"num_classes": 21, "val_limit": None, "matching": "hungarian"}, {}))
+    add("K=200 spherical trainval", kmeans_trainval, Smk(
+        {"train": d / "pca_train.npy", "val": d / "pca_val.npy"},
+        {"train": d / "k200_train.npy", "val": d / "k200_val.npy"},
+        {"kmeans": KMEANS, "spherical": True}, {"k": 200, "seed": 0}))
+    add("CBFE", cbfe, Smk(
+        {"train_labels": d / "k200_train.npy", "val_labels": d / "k200_val.npy",
+         "train_attn": tr["attn"], "val_attn": va["attn"], "train_gt": tr["gt"]},
+        {"train_fg": d / "fg_train.npy", "val_fg": d / "fg_val.npy",
+         "clusters": d / "clusters.parquet", "threshold": d / "threshold.json"},
+        {"cut_range": [0.55, 0.75], "round_step": 0.05, "threshold": None, "eval_size": 100},
+        {"ck": 200, "cs": 0}))
+    fg_in = {"train": d / "pca_train.npy", "val": d / "pca_val.npy",
+             "train_fg": d / "fg_train.npy", "val_fg": d / "fg_val.npy"}
+    for k, seeds in ((20, range(5)), (149, [0])):
+        for s in seeds:
+            out = {"train": d / f"fg{k}_{s}_train.npy", "val": d / f"fg{k}_{s}_val.npy"}
+            add(f"fg K={k} seed {s}", fg_kmeans, Smk(fg_in, out, {"kmeans": KMEANS, "eval_size": 100},
+                                                      {"k": k, "seed": s}))
+            matching = "hungarian" if k == 20 else "many_to_one"
+            add(f"  score {matching}", score_labels, Smk(
+                {"labels": out["val"], "gt": va["gt"]}, {"metrics": d / f"fg{k}_{s}_{matching}.json"},
+                {"num_classes": 21, "val_limit": None, "matching": matching}, {}))
+    add("co-occurrence K=150", cooccurrence, Smk(
+        {"train": d / "fg149_0_train.npy", "val": d / "fg149_0_val.npy"},
+        {"matrix": d / "cooc.npy", "appearances": d / "appear.npy"}, {"eval_size": 100}, {"k": 149}))
+    add("edges wt=0.09", cd_edges, Smk({"matrix": d / "cooc.npy"}, {"edges": d / "edges.parquet"},
+                                       {}, {"wt": 0.09}))
+    add("Infomap x10", infomap, Smk(
+        {"edges": d / "edges.parquet", "matrix": d / "cooc.npy"},
+        {"communities": d / "comms.parquet", "runs": d / "runs.parquet"},
+        {"seeds": list(range(1, 11)), "two_level": True, "num_trials": 1}, {"mt": 2.0, "pm": 20}))
+    add("CD merge + score x10", cd_score, Smk(
+        {"communities": d / "comms.parquet", "labels": d / "fg149_0_val.npy", "gt": va["gt"]},
+        {"merged": d / "merged.npy", "metrics": d / "cd.json"},
+        {"num_classes": 21, "too_many_modules": "unmatched_to_background"}, {}))
+
+    total, peak = 0.0, 0.0
+    for name, fn in stages:
+        seconds, rss = measure(name, fn)
+        total += seconds
+        peak = max(peak, rss)
+    import json
+
+    summary = {name: json.loads((d / f"{name}.json").read_text())["miou"]
+               for name in ("oc_0", "fg20_0_hungarian", "fg149_0_many_to_one", "cd")}
+    print("mIoU on the synthetic tokens (sanity only): " +
+          ", ".join(f"{k}={v:.1f}" for k, v in summary.items()), flush=True)
+    print(f"eval-half total_s={total:.1f} peak_rss_mib={peak:.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
