@@ -53,6 +53,8 @@ def test_matches_authors_process_attentions(threshold: float) -> None:
     assert ours.dtype == np.uint8 and ours.shape == (12, 14, 14)
     np.testing.assert_array_equal(ours, ref)
     assert 0 < ours.mean() < 1
+    # the small-component rule is exercised by these maps
+    assert (attention_masks(attn.numpy(), (14, 14), threshold=threshold, min_component=1) != ours).any()
 
 
 def test_blur_matches_torchvision_transform_on_one_image() -> None:

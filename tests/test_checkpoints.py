@@ -175,7 +175,7 @@ def test_custom_class_refused_unless_trusted(tmp_path: Path, source: nn.Module) 
     with pytest.raises(LeopartError) as info:
         load_checkpoint_file(path)
     msg = str(info.value)
-    assert msg.startswith(f"{path}: checkpoint needs full unpickling; set trust_checkpoint: true")
+    assert msg.startswith(f"{path}: checkpoint needs full unpickling; set models.<name>.weights.trust: true")
     assert "Custom" in msg and "\n" not in msg
     ckpt = load_checkpoint_file(path, trust=True)
     assert isinstance(ckpt["extra"], Custom)

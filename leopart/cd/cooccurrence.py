@@ -59,6 +59,9 @@ OFFSETS: tuple[tuple[int, int], ...] = (
 )  # fmt: skip
 
 
+_BINS_PER_BINCOUNT = 1 << 18
+
+
 def _slices(dr: int, dc: int, h: int, w: int) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
     """Source and destination windows for offset ``(dr, dc)``; ``None`` if nothing fits."""
     r0, r1 = max(0, -dr), h - max(0, dr)
@@ -136,8 +139,9 @@ def cooccurrence(
             and val memmaps, processed in order without concatenation).
         num_labels: ``L``; labels must lie in ``0..L-1``.
         offsets: pixel offsets (default: the authors' 16, :data:`OFFSETS`).
-        images_per_chunk: images counted per ``bincount`` (memory ≈ 16 · chunk · H · W · 8 bytes
-            for the keys plus chunk · L² · 8 bytes for the counts).
+        images_per_chunk: images read (and validated) at a time; they are counted in batches of
+            ``max(1, 2¹⁸ // L²)`` images per ``bincount`` over ``image · L² + i · L + j`` so the
+            bins stay cache-sized.
 
     Returns:
         ``(A, appearances)``: ``A`` ``(L, L)`` float64 with ``A[i, j]`` = mean over images of
@@ -155,6 +159,9 @@ def cooccurrence(
     total = np.zeros((L, L), dtype=np.float64)
     appearances = np.zeros(L, dtype=np.int64)
     diag = np.arange(L)
+    # images per bincount: keep the b·L² int64 bins cache-sized (~2 MB); ~2-3x faster than one
+    # bincount over a whole chunk of 128 images for L = 150
+    sub = max(1, min(int(images_per_chunk), _BINS_PER_BINCOUNT // (L * L)))
     for k, m in enumerate(maps):
         what = str(getattr(m, "filename", None) or f"label_maps[{k}]")
         if m.ndim != 3:
@@ -162,13 +169,14 @@ def cooccurrence(
         for start in range(0, m.shape[0], images_per_chunk):
             chunk = np.asarray(m[start : start + images_per_chunk])
             _check_labels(chunk, L, what)
-            counts = _batch_counts(chunk, L, offsets)  # (B, L, L)
-            counts[:, diag, diag] = 0
-            row_sum = counts.sum(axis=2)  # (B, L)
-            present = row_sum > 0
-            norm = counts / np.where(present, row_sum, 1)[:, :, None]
-            total += norm.sum(axis=0)
-            appearances += present.sum(axis=0)
+            for s in range(0, chunk.shape[0], sub):
+                counts = _batch_counts(chunk[s : s + sub], L, offsets)  # (b, L, L)
+                counts[:, diag, diag] = 0
+                row_sum = counts.sum(axis=2)  # (b, L)
+                present = row_sum > 0
+                norm = counts / np.where(present, row_sum, 1)[:, :, None]
+                total += norm.sum(axis=0)
+                appearances += present.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         a = total / appearances[:, None]
     return a, appearances

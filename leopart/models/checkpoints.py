@@ -77,7 +77,7 @@ def load_checkpoint_file(path: PathLike, trust: bool = False) -> dict[str, Any]:
             names = _unsafe_globals(p)
             hint = f" (it references {', '.join(names[:3])})" if names else ""
             raise LeopartError(
-                f"{p}: checkpoint needs full unpickling; set trust_checkpoint: true for this model "
+                f"{p}: checkpoint needs full unpickling; set models.<name>.weights.trust: true "
                 f"only if you trust the file{hint}"
             ) from None
         try:

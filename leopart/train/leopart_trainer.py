@@ -43,6 +43,7 @@ from leopart.train.loop import (
     build_backbone,
     dist_info,
     merge_config,
+    plain_config,
     resolve_device,
     save_torch,
     set_drop_path,
@@ -292,7 +293,7 @@ class LeopartTrainer(BaseTrainer):
             "teacher": self.teacher.state_dict(),
             "loss_state": self.loss.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "config": _plain(self.config),
+            "config": plain_config(self.config),
         }
 
     def load_model_state(self, state: Mapping[str, Any]) -> None:
@@ -310,19 +311,8 @@ class LeopartTrainer(BaseTrainer):
         write_json(out_dir / "train_summary.json", {
             "kind": self.kind, "steps": self.step, "epochs": self.epochs, "world_size": self.world,
             "iters_per_epoch": self.iters_per_epoch, "final_loss": last.get("loss"),
-            "config": _plain(self.config),
+            "config": plain_config(self.config),
         })
-
-
-def _plain(obj: Any) -> Any:
-    """Config as plain JSON-able Python types (safe for weights-only checkpoints)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
 
 
 def train_leopart(config: Mapping[str, Any] | None, dataset: Any, out_dir: str | Path,

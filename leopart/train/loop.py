@@ -113,6 +113,17 @@ def merge_config(defaults: Mapping[str, Any], user: Mapping[str, Any] | None, wh
     return out
 
 
+def plain_config(obj: Any) -> Any:
+    """Config as plain JSON-able Python types (safe for weights-only checkpoints)."""
+    if isinstance(obj, Mapping):
+        return {str(k): plain_config(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_config(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
 # --------------------------------------------------------------------------------------------
 # distributed / devices
 

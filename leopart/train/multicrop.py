@@ -59,10 +59,11 @@ def random_resized_crop_params(
     Returns ``(top, left, h, w)`` in original pixels (10 tries, then the central-crop fallback).
     """
     area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    log_ratio = torch.log(torch.tensor(ratio))  # float32, as torchvision
+    lo, hi = float(log_ratio[0]), float(log_ratio[1])
     for _ in range(10):
-        target_area = area * _uniform(gen, scale[0], scale[1])
-        aspect = math.exp(_uniform(gen, log_ratio[0], log_ratio[1]))
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=gen).item()
+        aspect = torch.exp(torch.empty(1).uniform_(lo, hi, generator=gen)).item()
         w = int(round(math.sqrt(target_area * aspect)))
         h = int(round(math.sqrt(target_area / aspect)))
         if 0 < w <= width and 0 < h <= height:
