@@ -101,7 +101,7 @@ def test_pca_all_rows_matches_numpy() -> None:
     evals, evecs = np.linalg.eigh(np.cov(z.T, bias=True))
     order = np.argsort(evals)[::-1][:5]
     assert np.all(_abs_cos(model.components, evecs[:, order].T) > 1 - 1e-6)
-    np.testing.assert_allclose(model.eigenvalues, evals[order], rtol=1e-9)
+    np.testing.assert_allclose(model.eigenvalues, evals[order], rtol=1e-5)
     # orthonormal rows, largest-magnitude entry positive
     np.testing.assert_allclose(model.components @ model.components.T, np.eye(5), atol=1e-6)
     assert np.all(model.components[np.arange(5), np.abs(model.components).argmax(1)] > 0)

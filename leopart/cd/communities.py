@@ -111,8 +111,8 @@ def run_infomap(
     weight = edges["weight"].to_numpy(dtype=np.float64)
     if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= num_nodes):
         raise LeopartError(f"cd: edge endpoints must lie in 0..{num_nodes - 1}")
-    if len(weight) and not (np.all(np.isfinite(weight)) and np.all(weight > 0)):
-        raise LeopartError("cd: edge weights must be positive and finite")
+    if len(weight) and not (np.all(np.isfinite(weight)) and np.all(weight >= 0)):
+        raise LeopartError("cd: edge weights must be finite and non-negative")
 
     module_of = np.zeros(num_nodes, dtype=np.int32)
     if len(src) == 0:

@@ -45,6 +45,9 @@ def extract_features(smk: Any) -> None:
     from leopart.data.images import ImageDataset
     from leopart.features.extract import extract_features as run_extraction
 
+    from leopart.stages.runner import set_threads
+
+    set_threads(smk.threads)
     index = read_manifest(smk.input.manifest)
     if index.image_paths is None:
         raise LeopartError(f"{smk.input.manifest}: split has no images; configure embeddings instead")

@@ -33,23 +33,21 @@ def setup_logging(log_path: str | None) -> None:
         handlers=handlers,
         force=True,
     )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 def set_threads(threads: int) -> None:
-    """Cap numpy/torch/faiss thread pools at the rule's ``threads``."""
+    """Cap the torch/faiss thread pools at the rule's ``threads``.
+
+    Only libraries the stage has already imported are touched: importing torch costs seconds and
+    hundreds of MB, which the many small numpy-only stages should not pay.
+    """
     threads = max(1, int(threads))
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    try:
-        import faiss
-
-        faiss.omp_set_num_threads(threads)
-    except ImportError:  # pragma: no cover
-        pass
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    if "faiss" in sys.modules:
+        sys.modules["faiss"].omp_set_num_threads(threads)
 
 
 def run_stage(main: Callable[[Any], None], smk: Any) -> None:

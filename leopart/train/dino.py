@@ -138,9 +138,15 @@ class DINOLoss(nn.Module):
         self.center_momentum = center_momentum
         self.teacher_temps = teacher_temps
         self.register_buffer("center", torch.zeros(1, out_dim))
+        self.last_stats: dict[str, float] = {}
 
     def forward(self, student_out: torch.Tensor, teacher_out: torch.Tensor, epoch: int) -> torch.Tensor:
-        """student_out (n_crops·B, K), teacher_out (2·B, K) -> scalar; updates the centre."""
+        """student_out (n_crops·B, K), teacher_out (2·B, K) -> scalar; updates the centre.
+
+        Also sets ``last_stats``: ``teacher_entropy`` (mean entropy of the centred, sharpened
+        teacher distribution; stuck at ln K means collapse to uniform, near 0 collapse to one
+        dimension) and ``kl`` (loss minus that entropy: how far the student is from the targets).
+        """
         s = (student_out.float() / self.student_temp).chunk(self.n_crops)
         temp = float(self.teacher_temps[min(epoch, len(self.teacher_temps) - 1)])
         t = F.softmax((teacher_out.float() - self.center) / temp, dim=-1).detach().chunk(2)
@@ -153,7 +159,11 @@ class DINOLoss(nn.Module):
                 total = total + torch.sum(-q * F.log_softmax(s[v], dim=-1), dim=-1).mean()
                 n_terms += 1
         self.update_center(teacher_out)
-        return total / n_terms
+        loss = total / n_terms
+        with torch.no_grad():
+            ent = float(torch.stack([-(q * torch.log(q.clamp_min(1e-30))).sum(-1).mean() for q in t]).mean())
+        self.last_stats = {"teacher_entropy": ent, "kl": float(loss.detach()) - ent}
+        return loss
 
     @torch.no_grad()
     def update_center(self, teacher_out: torch.Tensor) -> None:
@@ -274,7 +284,7 @@ class DINOTrainer(BaseTrainer):
         m = float(self.momentum[i])
         ema_update_(self.teacher, self.student_module, m)  # DINO: after the optimiser step
         temp = float(self.loss.teacher_temps[min(epoch, len(self.loss.teacher_temps) - 1)])
-        return {"loss": value, "lr": lr, "wd": wd, "momentum": m, "teacher_temp": temp}
+        return {"loss": value, "lr": lr, "wd": wd, "momentum": m, "teacher_temp": temp, **self.loss.last_stats}
 
     def model_state(self) -> dict[str, Any]:
         return {
