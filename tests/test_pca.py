@@ -159,6 +159,8 @@ def test_dim_errors_name_the_key() -> None:
         fit_pca(arrays, mean, scale, dim=D + 1, progress=False)
     with pytest.raises(LeopartError, match="pca.dim"):
         fit_pca(arrays, mean, scale, dim=0, progress=False)
+    with pytest.raises(LeopartError, match="pca.seed"):
+        fit_pca(arrays, mean, scale, dim=3, seed=-1, progress=False)
     with pytest.raises(LeopartError, match="feature dimension"):
         fit_standardiser([arrays[0], arrays[1][..., :5]], progress=False)
 

@@ -217,3 +217,18 @@ def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
     for k, v in r0["state"].items():
         assert torch.equal(v, r1["state"][k]), k  # ranks stay in sync
         torch.testing.assert_close(v, ref[k], atol=2e-6, rtol=0, msg=k)
+
+
+def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
+    cfg = _leopart_cfg(batch_size=1, loss={"loss_mask": "all"})
+    trainer = LeopartTrainer(cfg, _images(2), tmp_path)
+    trainer.save_checkpoint(tmp_path / "ck.pt")
+    other = LeopartTrainer(_leopart_cfg(batch_size=1, loss={"loss_mask": "all", "student_temp": 0.2}),
+                           _images(2))
+    with pytest.raises(LeopartError, match=r"config key loss.student_temp differs .*\(0.1 there, 0.2 now\)"):
+        other.resume(tmp_path / "ck.pt")
+    same = LeopartTrainer(dict(cfg, progress=True, num_workers=0), _images(2))
+    same.resume(tmp_path / "ck.pt")  # runtime-only keys may change
+    with pytest.raises(LeopartError, match="not a leopart-pipeline training checkpoint"):
+        torch.save({"x": 1}, tmp_path / "bad.pt")
+        same.resume(tmp_path / "bad.pt")

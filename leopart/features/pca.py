@@ -308,6 +308,8 @@ def fit_pca(
     total = int(sizes.sum())
     if max_points_per_d is not None:
         max_points_per_d = _check_positive(max_points_per_d, "pca.max_points_per_d")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise LeopartError(f"pca.seed: must be a non-negative integer, got {seed!r}")
     n_max = None if max_points_per_d is None else max_points_per_d * d_in
     sample = None if n_max is None or total <= n_max else subsample_indices(total, n_max, seed)
     n_fit = total if sample is None else len(sample)
@@ -333,8 +335,8 @@ def fit_pca(
                 bar.update(x.shape[0])
     cov = acc.m2 / acc.n
     _check_finite(cov, "covariance")
-    evals, evecs = np.linalg.eigh(cov)  # ascending
-    order = np.argsort(evals)[::-1][:dim]
+    evals, evecs = np.linalg.eigh(cov)  # ascending eigenvalues
+    order = np.arange(d_in)[::-1][:dim]
     comps = evecs[:, order].T  # (dim, D)
     flip = comps[np.arange(dim), np.argmax(np.abs(comps), axis=1)] < 0
     comps[flip] *= -1
@@ -362,14 +364,15 @@ def transform_to(
 ) -> None:
     """Project token arrays and write each as ``.npy`` ``(N_i, ..., dim)`` float32 atomically.
 
-    ``y = ((x - mean) / scale - pca_mean) @ components.T``, computed in float32 per chunk of
-    ``rows_per_chunk`` rows (the bias ``components @ pca_mean`` is formed in float64 once).
+    ``y = ((x - mean) / scale - pca_mean) @ components.T``, computed in float32 in blocks of 2048
+    rows (the bias ``components @ pca_mean`` is formed in float64 once); memmap pages are released
+    every ``rows_per_chunk`` rows.
 
     Args:
         arrays_in: token arrays ``(N_i, h, w, D)`` (memmaps welcome).
         model: fitted :class:`PCAModel` with ``in_dim == D``.
         out_paths: one output path per input array (a single path if a single array is given).
-        rows_per_chunk: rows processed at a time.
+        rows_per_chunk: rows between releases of input/output memmap pages.
         progress: show a tqdm bar.
     """
     single = isinstance(arrays_in, np.ndarray)
@@ -394,13 +397,14 @@ def transform_to(
             with npy_writer(path, shape, np.float32) as out:
                 out_rows = out.reshape(-1, model.dim)
                 for a, b in _chunks(r.shape[0], rows_per_chunk):
-                    x = np.array(r[a:b], dtype=np.float32)
+                    # cache-sized blocks: ~3x faster than whole-chunk temporaries
+                    for c, d in _chunks(b - a, _STD_BLOCK_ROWS):
+                        x = np.subtract(r[a + c : a + d], mean32, dtype=np.float32)
+                        x *= inv_scale32
+                        y = out_rows[a + c : a + d]
+                        np.matmul(x, comps_t, out=y)
+                        y -= bias32
                     _release(r)
-                    x -= mean32
-                    x *= inv_scale32
-                    y = x @ comps_t
-                    y -= bias32
-                    out_rows[a:b] = y
                     _release(out_rows)
                     bar.update(b - a)
                 del out_rows

@@ -293,7 +293,6 @@ class LeopartTrainer(BaseTrainer):
             "teacher": self.teacher.state_dict(),
             "loss_state": self.loss.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "config": plain_config(self.config),
         }
 
     def load_model_state(self, state: Mapping[str, Any]) -> None:

@@ -34,6 +34,12 @@ from leopart.io import atomic_path, write_parquet, write_text
 
 CHECKPOINT_FORMAT = "leopart-pipeline-train-v1"
 
+#: Config keys that may change between a checkpoint and its resumption (they do not change
+#: results): progress bar, workers, device, checkpoint cadence, backbone initialisation (the
+#: weights come from the checkpoint).
+RUNTIME_KEYS = frozenset({"progress", "num_workers", "device", "checkpoint_every_epochs",
+                          "checkpoint_every_steps", "init"})
+
 
 # --------------------------------------------------------------------------------------------
 # ViT helpers
@@ -240,6 +246,17 @@ def plot_loss(path: Path, steps: np.ndarray, loss: np.ndarray) -> None:
     plt.close(fig)
 
 
+def _first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any] | None:
+    """First (dotted path, a, b) where two plain configs differ, or None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{path}.{k}")
+            if d is not None:
+                return d
+        return None
+    return None if a == b else (path, a, b)
+
+
 class _SignalGuard:
     """Record SIGINT/SIGTERM instead of dying, so the loop can checkpoint and exit."""
 
@@ -332,6 +349,7 @@ class BaseTrainer:
             "rng": rng_state(),
             "generator": self.generator.get_state(),
             "log": list(self.log_rows),
+            "config": plain_config(self.config),
             **self.model_state(),
         }
 
@@ -360,6 +378,18 @@ class BaseTrainer:
                 f"{p}: checkpoint was made for {state['total_steps']} total steps, this config has "
                 f"{self.total_steps} (epochs/batch_size/dataset size changed?)"
             )
+        stored = state.get("config", {})
+        now = plain_config(self.config)
+        for key in sorted(set(stored) | set(now)):
+            if key in RUNTIME_KEYS:
+                continue
+            diff = _first_difference(stored.get(key), now.get(key), key)
+            if diff is not None:
+                path, old, new = diff
+                raise LeopartError(
+                    f"{p}: config key {path} differs from the checkpoint ({old!r} there, {new!r} now); "
+                    "resuming would not continue the same run"
+                )
         self.load_model_state(state)
         self.step = int(state["step"])
         self.log_rows = list(state.get("log", []))
@@ -403,12 +433,16 @@ class BaseTrainer:
         with _SignalGuard() as guard:
             while self.step < stop_at:
                 epoch, start_iter = divmod(self.step, self.iters_per_epoch)
+                t_prev = time.perf_counter()
                 for batch in self._loader(epoch, start_iter):
                     t0 = time.perf_counter()
                     values = self.train_step(batch)
                     self.step += 1
+                    now = time.perf_counter()
+                    # seconds: whole iteration (waiting for data included); step_seconds: compute
                     row = {"step": self.step - 1, "epoch": epoch, **values,
-                           "seconds": time.perf_counter() - t0}
+                           "seconds": now - t_prev, "step_seconds": now - t0}
+                    t_prev = now
                     self.log_rows.append(row)
                     bar.update(1)
                     bar.set_postfix(loss=f"{values.get('loss', math.nan):.4f}")
@@ -423,7 +457,7 @@ class BaseTrainer:
                             save.append(ckdir / "last.pt")
                     for p in save:
                         self.save_checkpoint(p)
-                    if save and self.rank == 0 and self.out_dir is not None:
+                    if (save or end_of_epoch) and self.rank == 0 and self.out_dir is not None:
                         write_log(self.out_dir, self.log_rows)
                     if guard.signum is not None:
                         bar.close()

@@ -405,18 +405,23 @@ class ImagePathDataset(Dataset):
 
 
 class ToyImageDataset(Dataset):
-    """``n`` synthetic toy images rendered on the fly by ``leopart.data.toy.render_toy_image``
-    with the generator ``numpy.random.default_rng([seed, index])`` (deterministic per index)."""
+    """``n`` synthetic toy images rendered on the fly by ``leopart.data.toy.render_toy_image``.
 
-    def __init__(self, n: int, image_size: int, seed: int = 0) -> None:
-        from leopart.data.toy import render_toy_image  # noqa: PLC0415 - optional dependency
+    Image ``i`` uses ``leopart.data.toy.image_rng(seed, split, i)``, so with the same seed and
+    size it equals image ``i`` of the split that ``generate_toy`` writes to disk.
+    """
+
+    def __init__(self, n: int, image_size: int, seed: int = 0, split: str = "train") -> None:
+        from leopart.data.toy import image_rng, render_toy_image  # noqa: PLC0415
 
         self._render = render_toy_image
-        self.n, self.image_size, self.seed = int(n), int(image_size), int(seed)
+        self._rng = image_rng
+        self.n, self.image_size, self.seed, self.split = int(n), int(image_size), int(seed), split
+        image_rng(self.seed, split, 0)  # validates the split name
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, index: int) -> Image.Image:
-        image, _ = self._render(np.random.default_rng([self.seed, int(index)]), self.image_size)
+        image, _ = self._render(self._rng(self.seed, self.split, int(index)), self.image_size)
         return Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
