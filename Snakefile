@@ -17,6 +17,7 @@ if not workflow.overwrite_configfiles:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/overcluster.smk"
 include: "workflow/rules/cbfe.smk"

@@ -54,6 +54,12 @@ class Smk:
         self.rule = "bench"
 
 
+def input_paths(work: Path) -> dict[str, Any]:
+    """Where :func:`build_inputs` writes the ground truth, tokens and attention masks per split."""
+    return {split: {"gt": work / f"gt_{split}.npy", "tokens": work / f"{split}_tokens.npy",
+                    "attn": work / f"attn_{split}.npy"} for split in ("train", "val")}
+
+
 def build_inputs(work: Path, seed: int = 0) -> dict[str, Any]:
     """Ground truth, tokens and attention masks for train and val from the real masks."""
     from leopart.data.masks import ground_truth
@@ -65,7 +71,6 @@ def build_inputs(work: Path, seed: int = 0) -> dict[str, Any]:
     stuff_vec = rng.standard_normal((n_stuff, dim)).astype(np.float32) * 0.8
     rows, cols = np.meshgrid(np.arange(28), np.arange(28), indexing="ij")
     part_of_pos = ((rows // 6) + (cols // 9)) % n_parts  # (28, 28) part layout
-    paths: dict[str, Any] = {}
     for split in ("train", "val"):
         index = voc_split_index(MASKS, split, require_images=False)
         gt = ground_truth(index.mask_paths, 21, 448, 100, progress=False)
@@ -85,8 +90,7 @@ def build_inputs(work: Path, seed: int = 0) -> dict[str, Any]:
                 out[start:start + g.shape[0]] = vec
         attn = (tok_gt != 0) ^ (rng.random(tok_gt.shape) < 0.10)
         save_npy(work / f"attn_{split}.npy", attn.astype(np.uint8))
-        paths[split] = {"gt": work / f"gt_{split}.npy", "tokens": tokens, "attn": work / f"attn_{split}.npy"}
-    return paths
+    return input_paths(work)
 
 
 def measure(name: str, fn: Callable[[], None]) -> tuple[float, float]:
@@ -113,6 +117,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=None, help="keep inputs/artefacts here")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reuse-inputs", action="store_true",
+                        help="reuse inputs already built in --workdir (they are deterministic)")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_eval_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -129,8 +135,13 @@ def main() -> None:
     logging.getLogger().setLevel(logging.WARNING)
     set_threads(args.threads)
     t0 = time.perf_counter()
-    inputs = build_inputs(work)
-    print(f"inputs built in {time.perf_counter() - t0:.1f} s under {work} (not counted)", flush=True)
+    paths = input_paths(work)
+    if args.reuse_inputs and all(p.is_file() for split in paths.values() for p in split.values()):
+        inputs = paths
+        print(f"reusing inputs under {work}", flush=True)
+    else:
+        inputs = build_inputs(work)
+        print(f"inputs built in {time.perf_counter() - t0:.1f} s under {work} (not counted)", flush=True)
     tr, va = inputs["train"], inputs["val"]
     d = work / "out"
     pca_cfg = {"dim": 50, "max_points_per_d": 1000, "seed": 1234}

@@ -138,8 +138,29 @@ def gpu_resources():
     return 1 if config["features"].get("device") == "cuda" else 0
 
 
+TRAINING = config.get("training") or {}
+#: backbone file written by each trainer: the EMA teacher for DINO, the student for Leopart
+TRAINED_BACKBONE = {"dino": "backbone_teacher.pt", "leopart": "backbone_student.pt"}
+
+
+def retrained_by(model):
+    """The training kind that (re)trains `model` in this run, or None."""
+    for kind, section in TRAINING.items():
+        if section and section.get("retrain") and section.get("model", kind) == model:
+            return kind
+    return None
+
+
+def train_manifest(kind):
+    section = TRAINING.get(kind) or {}
+    return manifest_path("train") if section.get("images", {}).get("source") == "manifest" else []
+
+
 def weights_file(model):
     """The checkpoint a model needs as an input file, or [] for random init."""
+    kind = retrained_by(model)
+    if kind:
+        return f"{R}/train/{kind}/{TRAINED_BACKBONE[kind]}"
     w = MODELS[model]["weights"]
     if w["source"] == "random":
         return []

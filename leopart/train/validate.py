@@ -1,0 +1,152 @@
+"""Validation of a trained backbone before it is shipped (issue: toy backbones).
+
+Two checks on the toy val split, both against baselines that need no training:
+
+1. **CLS-attention foreground.** Last-block CLS attention → foreground mask with the pipeline's
+   rule (:func:`leopart.features.attention.attention_masks`: blur, keep the tokens holding
+   ``threshold`` of the mass, drop specks) → mean per-image IoU with the ground-truth foreground
+   (GT ≠ 0, 255 ignored) at evaluation resolution. Baseline: a fixed centred Gaussian "attention"
+   map through the same mass rule (the prior an untrained model can at best learn).
+2. **Overclustering.** k-means with K = ``k_overcluster`` on standardised PCA tokens of val,
+   many-to-one (majority) mIoU, and K = number of classes with Hungarian mIoU. Baseline: a
+   randomly initialised ViT of the same architecture.
+
+``python -m leopart.train.validate CHECKPOINT --out figures.json`` prints and writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from leopart.errors import LeopartError
+
+
+def centred_gaussian_attention(n: int, grid: tuple[int, int], heads: int = 1, sigma: float = 0.25) -> np.ndarray:
+    """``(n, heads, h*w)`` float32 Gaussian maps centred on the grid (sigma in grid units of the side)."""
+    h, w = grid
+    r = (np.arange(h) + 0.5) / h - 0.5
+    c = (np.arange(w) + 0.5) / w - 0.5
+    g = np.exp(-(r[:, None] ** 2 + c[None, :] ** 2) / (2 * sigma**2)).astype(np.float32)
+    g /= g.sum()
+    return np.broadcast_to(g.reshape(1, 1, h * w), (n, heads, h * w)).copy()
+
+
+def fg_iou_of_attention(cls_attn: np.ndarray, gt: np.ndarray, grid: tuple[int, int], threshold: float) -> float:
+    """Mean per-image IoU of attention-derived masks (upsampled) with GT foreground (255 ignored)."""
+    from leopart.features.attention import attention_masks
+    from leopart.resample import upsample_labels
+
+    masks = attention_masks(cls_attn, grid, threshold=threshold)
+    pred = upsample_labels(masks, gt.shape[1:]).astype(bool)
+    valid = gt != 255
+    fg = (gt != 0) & valid
+    pred &= valid
+    inter = (pred & fg).sum(axis=(1, 2))
+    union = (pred | fg).sum(axis=(1, 2))
+    ok = union > 0
+    return float((inter[ok] / union[ok]).mean())
+
+
+def _features(model: Any, images: list[Path], input_size: int, out: Path) -> tuple[np.ndarray, np.ndarray]:
+    from leopart.data.images import ImageDataset
+    from leopart.features.extract import extract_features
+
+    extract_features(model, ImageDataset(images, input_size), out / "tok.npy", out / "att.npy",
+                     batch_size=32, progress=False)
+    return np.load(out / "tok.npy"), np.load(out / "att.npy")
+
+
+def _cluster_scores(tokens: np.ndarray, gt: np.ndarray, num_classes: int, k_over: int, seeds: int) -> dict[str, float]:
+    from leopart.cluster.kmeans import KMeansParams, kmeans
+    from leopart.evaluate import score
+    from leopart.features.pca import fit_pca, fit_standardiser
+
+    n, h, w, d = tokens.shape
+    x = tokens.reshape(-1, d)
+    mean, scale = fit_standardiser([x], progress=False)
+    pca = fit_pca([x], mean, scale, dim=min(50, d), progress=False)
+    z = (((x - mean) / scale - pca.pca_mean) @ pca.components.T.astype(np.float64)).astype(np.float32)
+    res: dict[str, list[float]] = {"overcluster_many_to_one": [], "hungarian": []}
+    for s in range(seeds):
+        for key, k, matching in (("overcluster_many_to_one", k_over, "many_to_one"),
+                                 ("hungarian", num_classes, "hungarian")):
+            lab = kmeans(z, KMeansParams(k=k, seed=s)).labels.reshape(n, h, w)
+            res[key].append(score(lab, gt, num_classes, matching)["miou"])
+    return {k: float(np.mean(v)) for k, v in res.items()}
+
+
+def validate_backbone(
+    checkpoint: str | Path,
+    model_spec: dict[str, Any],
+    dataset_dir: str | Path,
+    input_size: int = 128,
+    eval_size: int = 100,
+    threshold: float = 0.65,
+    k_overcluster: int = 30,
+    seeds: int = 3,
+    max_images: int | None = None,
+) -> dict[str, Any]:
+    """Figures of a trained backbone vs a random-init ViT and a centred-Gaussian prior (toy val)."""
+    from leopart.data.masks import ground_truth
+    from leopart.data.toy import toy_split_index
+    from leopart.stages.features import build_model
+
+    index = toy_split_index(dataset_dir, "val")
+    images = list(index.image_paths)[:max_images]
+    gt = ground_truth(index.mask_paths[: len(images)], index.num_classes, input_size, eval_size, progress=False)
+    trained_spec = {**model_spec, "weights": {**model_spec["weights"], "source": "local", "path": str(checkpoint)}}
+    random_spec = {**model_spec, "weights": {**model_spec["weights"], "source": "random"}}
+    figures: dict[str, Any] = {"images": len(images), "attention_threshold": threshold,
+                               "k_overcluster": k_overcluster, "seeds": seeds}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, spec in (("trained", trained_spec), ("random_init", random_spec)):
+            sub = Path(tmp) / name
+            sub.mkdir()
+            tokens, attn = _features(build_model(spec, spec["weights"].get("path")), images, input_size, sub)
+            grid = tokens.shape[1:3]
+            figures[name] = {"cls_attention_fg_iou": fg_iou_of_attention(attn, gt, grid, threshold),
+                             **_cluster_scores(tokens, gt, index.num_classes, k_overcluster, seeds)}
+    prior = centred_gaussian_attention(len(images), grid)
+    figures["centred_gaussian_prior_fg_iou"] = fg_iou_of_attention(prior, gt, grid, threshold)
+    t, r = figures["trained"], figures["random_init"]
+    figures["passes"] = {
+        "attention_beats_gaussian_prior": t["cls_attention_fg_iou"] > figures["centred_gaussian_prior_fg_iou"],
+        "overclustering_beats_random_init": t["overcluster_many_to_one"] > r["overcluster_many_to_one"] + 2.0,
+    }
+    return figures
+
+
+def main() -> None:
+    """``python -m leopart.train.validate CKPT --config config/config.yaml --model dino --dataset DIR``."""
+    from leopart.config import load_config
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--config", default="config/config.yaml")
+    parser.add_argument("--model", default="dino", help="models.<name> entry giving the architecture")
+    parser.add_argument("--dataset", default="results/toy/dataset/toy")
+    parser.add_argument("--max-images", type=int, default=None)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    try:
+        cfg = load_config(args.config)
+        figures = validate_backbone(args.checkpoint, cfg["models"][args.model], args.dataset,
+                                    input_size=cfg["features"]["input_size"],
+                                    eval_size=cfg["dataset"]["ground_truth"]["eval_size"],
+                                    threshold=cfg["attention"]["threshold"], max_images=args.max_images)
+    except LeopartError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
