@@ -83,8 +83,31 @@ def train_leopart_stage(smk: Any) -> None:
                  init_path=smk.input.init)
 
 
+def init_distributed() -> None:
+    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1).
+
+    NCCL with one GPU per process (``LOCAL_RANK``) when CUDA is available, gloo on CPU. The trainers
+    wrap the student in DistributedDataParallel and all-reduce the Sinkhorn sums themselves.
+    """
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl")
+    else:
+        dist.init_process_group(backend="gloo")
+
+
 def main() -> None:
-    """Shell entry point: ``python -m leopart.stages.train {dino,leopart} CONFIG OUT [--init CKPT]``."""
+    """Shell entry point: ``python -m leopart.stages.train {dino,leopart} CONFIG OUT [--init CKPT]``.
+
+    Multi-GPU: ``torchrun --nproc_per_node=N -m leopart.stages.train leopart CONFIG OUT --init CKPT``.
+    """
     from leopart.config import load_config
     from leopart.stages.runner import setup_logging
 
@@ -96,6 +119,7 @@ def main() -> None:
     parser.add_argument("--manifest", default=None, help="train manifest for images.source=manifest")
     args = parser.parse_args()
     setup_logging(None)
+    init_distributed()
     try:
         config = load_config(args.config)
         section = (config.get("training") or {}).get(args.kind)
