@@ -123,7 +123,9 @@ def voc_split_index(
     layout, root = find_voc_root(folder)
     if layout == AUTHORS:
         split_list = root / "sets" / f"{split}.txt"
-        mask_dir = root / (train_masks if split == "train" else "SegmentationClass")
+        # trainaug (train + SBD) masks exist only in SegmentationClassAug
+        mask_dir = root / ("SegmentationClassAug" if split == "trainaug"
+                           else train_masks if split == "train" else "SegmentationClass")
         image_dir = root / "images"
     else:
         split_list = root / "ImageSets" / "Segmentation" / f"{split}.txt"

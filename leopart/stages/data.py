@@ -14,7 +14,7 @@ from leopart.stages.runner import params_of
 log = logging.getLogger(__name__)
 
 #: Official PVOC 2012 segmentation split sizes (spec §1.1).
-PVOC_COUNTS = {"train": 1464, "val": 1449}
+PVOC_COUNTS = {"train": 1464, "val": 1449, "trainaug": 10582}
 
 
 def toy_dataset(smk: Any) -> None:

@@ -26,7 +26,7 @@ def fmt(x):
 
 wildcard_constraints:
     model=r"[A-Za-z0-9_-]+",
-    split=r"train|val",
+    split=r"train|val|trainaug",
     k=r"\d+",
     ck=r"\d+",
     cs=r"\d+",
@@ -152,8 +152,9 @@ def retrained_by(model):
 
 
 def train_manifest(kind):
-    section = TRAINING.get(kind) or {}
-    return manifest_path("train") if section.get("images", {}).get("source") == "manifest" else []
+    """The manifest a trainer reads its images from (images.source: manifest), else none."""
+    images = (TRAINING.get(kind) or {}).get("images", {})
+    return manifest_path(images.get("split", "train")) if images.get("source") == "manifest" else []
 
 
 def weights_file(model):
