@@ -15,7 +15,7 @@ from PIL import Image
 
 from leopart.errors import LeopartError
 from leopart.train.dino import DINOTrainer
-from leopart.train.leopart_trainer import LeopartTrainer, train_leopart
+from leopart.train.leopart_trainer import LeopartTrainer
 from leopart.train.loop import TrainingInterrupted, load_torch
 
 @pytest.fixture(autouse=True)

@@ -181,19 +181,8 @@ def tokens_and_attention(model: nn.Module, images: torch.Tensor) -> tuple[torch.
     _check_supported(model, where=type(model).__name__)
     if images.ndim != 4 or images.shape[1] != 3:
         raise LeopartError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
-    b, _, height, width = images.shape
-    ph, pw = patch_size_of(model)
-    if height % ph or width % pw:
-        raise LeopartError(f"input size {height}x{width} is not a multiple of the patch size {ph}x{pw}")
-    h, w = height // ph, width // pw
-
-    x = model.patch_embed(images)
-    x = x.reshape(b, h * w, x.shape[-1])  # NHWC (dynamic_img_size) or NLC, both row-major
-    x = torch.cat((model.cls_token.expand(b, -1, -1), x), dim=1)
-    x = x + interpolate_pos_embed_dino(model.pos_embed, h, w)
-    x = model.pos_drop(x)
-    x = model.patch_drop(x)
-    x = model.norm_pre(x)
+    x, h, w = embed_tokens(model, images)
+    b = images.shape[0]
     blocks = list(model.blocks)
     for blk in blocks[:-1]:
         x = blk(x)
@@ -202,6 +191,28 @@ def tokens_and_attention(model: nn.Module, images: torch.Tensor) -> tuple[torch.
     tokens = x[:, 1:].reshape(b, h, w, x.shape[-1]).float()
     cls_attn = attn[:, :, 0, 1:].float()
     return tokens, cls_attn
+
+
+def embed_tokens(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """Patch embedding + CLS token + DINO-interpolated positional embedding (before the blocks).
+
+    Args:
+        model: a :func:`build_vit` ViT.
+        images: ``(B, 3, H, W)`` with H, W multiples of the patch size.
+
+    Returns:
+        ``(x, h, w)``: tokens ``(B, 1 + h*w, D)`` (CLS first, patches row-major) and the grid.
+    """
+    b, _, height, width = images.shape
+    ph, pw = patch_size_of(model)
+    if height % ph or width % pw:
+        raise LeopartError(f"input size {height}x{width} is not a multiple of the patch size {ph}x{pw}")
+    h, w = height // ph, width // pw
+    x = model.patch_embed(images)
+    x = x.reshape(b, h * w, x.shape[-1])  # NHWC (dynamic_img_size) or NLC, both row-major
+    x = torch.cat((model.cls_token.expand(b, -1, -1), x), dim=1)
+    x = x + interpolate_pos_embed_dino(model.pos_embed, h, w)
+    return model.norm_pre(model.patch_drop(model.pos_drop(x))), h, w
 
 
 #: Alias under the name used in ``docs/architecture.md``.

@@ -55,18 +55,10 @@ def vit_tokens(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, to
     Returns:
         ``cls`` (B, D) and ``tokens`` (B, h, w, D) in the compute dtype.
     """
-    from leopart.models.vit import interpolate_pos_embed_dino, patch_size_of  # noqa: PLC0415
+    from leopart.models.vit import embed_tokens  # noqa: PLC0415
 
-    b, _, height, width = images.shape
-    ph, pw = patch_size_of(model)
-    if height % ph or width % pw:
-        raise LeopartError(f"input size {height}x{width} is not a multiple of the patch size {ph}x{pw}")
-    h, w = height // ph, width // pw
-    x = model.patch_embed(images)
-    x = x.reshape(b, h * w, x.shape[-1])
-    x = torch.cat((model.cls_token.expand(b, -1, -1), x), dim=1)
-    x = x + interpolate_pos_embed_dino(model.pos_embed, h, w)
-    x = model.norm_pre(model.patch_drop(model.pos_drop(x)))
+    x, h, w = embed_tokens(model, images)
+    b = images.shape[0]
     x = model.blocks(x)
     x = model.norm(x)
     return x[:, 0], x[:, 1:].reshape(b, h, w, x.shape[-1])
