@@ -44,7 +44,7 @@ def planned_jobs(output: str) -> dict[str, int]:
 @pytest.fixture()
 def workdir(tmp_path: Path) -> Path:
     """A copy of the workflow (Snakefile, rules, config) where a run can write results/."""
-    for item in ("Snakefile", "workflow", "config"):
+    for item in ("Snakefile", "workflow", "config", "environment.yml"):
         src = ROOT / item
         if src.is_dir():
             shutil.copytree(src, tmp_path / item)
@@ -79,7 +79,7 @@ def test_default_dry_run_plans_every_row() -> None:
 def test_mini_run_then_markov_time_change_reruns_only_cd(workdir: Path) -> None:
     cfg_path = workdir / "mini.yaml"
     shutil.copy(MINI, cfg_path)
-    smk("--cores", "2", "--configfile", str(cfg_path), "results/table5.csv", cwd=workdir)
+    smk("results/table5.csv", "--cores", "2", "--configfile", str(cfg_path), cwd=workdir)
     table = pd.read_csv(workdir / "results" / "table5.csv")
     assert list(table["row"]) == ["DINO", "+ Leopart", "+ CBFE", "+ CD", "upper bound"]
     assert table["miou"].between(0, 100).all()
@@ -88,16 +88,72 @@ def test_mini_run_then_markov_time_change_reruns_only_cd(workdir: Path) -> None:
     # every job wrote a log and a benchmark file
     assert any((workdir / "results" / "mini" / "benchmarks").rglob("*.tsv"))
     # nothing is left to do
-    assert planned_jobs(smk("-n", "--configfile", str(cfg_path), "results/table5.csv", cwd=workdir).stdout) == {}
+    assert planned_jobs(smk("results/table5.csv", "-n", "--configfile", str(cfg_path), cwd=workdir).stdout) == {}
 
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["cd"]["markov_time"] = 1.0
     cfg_path.write_text(yaml.safe_dump(cfg))
-    jobs = planned_jobs(smk("-n", "--configfile", str(cfg_path), "results/table5.csv", cwd=workdir).stdout)
+    jobs = planned_jobs(smk("results/table5.csv", "-n", "--configfile", str(cfg_path), cwd=workdir).stdout)
     assert set(jobs) == {"infomap", "cd_score", "table5", "default_table", "all"}, jobs
 
     # a sweep over the edge weight threshold reuses the clustering and the co-occurrence matrix
     cfg["cd"]["weight_threshold"] = 0.1
     cfg_path.write_text(yaml.safe_dump(cfg))
-    jobs = planned_jobs(smk("-n", "--configfile", str(cfg_path), "results/table5.csv", cwd=workdir).stdout)
+    jobs = planned_jobs(smk("results/table5.csv", "-n", "--configfile", str(cfg_path), cwd=workdir).stdout)
     assert set(jobs) == {"cd_edges", "infomap", "cd_score", "table5", "default_table", "all"}, jobs
+
+
+def _pvoc_mask_only_config(tmp_path: Path, voc_masks_dir: Path) -> Path:
+    """pvoc.yaml pointed at the real masks (no images), pre-computed embeddings and attention."""
+    import numpy as np
+
+    from leopart.data.masks import ground_truth
+    from leopart.data.voc import voc_split_index
+
+    rng = np.random.default_rng(0)
+    class_vec = rng.standard_normal((21, 16)).astype(np.float32)
+    files = {}
+    for split in ("train", "val"):
+        index = voc_split_index(voc_masks_dir, split, require_images=False)
+        tok = ground_truth(index.mask_paths, 21, 448, 8, progress=False)
+        tok = np.where(tok == 255, 0, tok)
+        emb = class_vec[tok] + 0.5 * rng.standard_normal((*tok.shape, 16)).astype(np.float32)
+        np.save(tmp_path / f"emb_{split}.npy", emb.astype(np.float32))
+        np.save(tmp_path / f"attn_{split}.npy", (tok != 0).astype(np.uint8))
+        files[split] = (tmp_path / f"emb_{split}.npy", tmp_path / f"attn_{split}.npy")
+    cfg = yaml.safe_load((ROOT / "config" / "pvoc.yaml").read_text())
+    cfg["run"] = "pvoc-maskonly"
+    cfg["dataset"]["pvoc"]["folder"] = str(voc_masks_dir)
+    cfg["dataset"]["pvoc"]["train_masks"] = "SegmentationClass"
+    for name in ("dino", "leopart"):
+        cfg["models"][name]["embeddings"] = {"train": str(files["train"][0]), "val": str(files["val"][0]),
+                                              "reduced": False}
+    cfg["attention"]["files"] = {"train": str(files["train"][1]), "val": str(files["val"][1])}
+    cfg["pca"]["dim"] = 8
+    cfg["kmeans"].update({"niter": 20, "nredo": 1})
+    cfg["cd"]["seeds"] = [1, 2, 3]
+    cfg["threads"] = 2
+    del cfg["training"]
+    path = tmp_path / "pvoc-maskonly.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.slow
+def test_pvoc_from_masks_embeddings_and_attention_files_reads_no_image(
+    workdir: Path, voc_masks_dir: Path
+) -> None:
+    """The evaluation half on the 2913 real PVOC masks with pre-computed embeddings: no image."""
+    cfg = _pvoc_mask_only_config(workdir, voc_masks_dir)
+    smk("results/table5.csv", "--cores", "2", "--configfile", str(cfg), cwd=workdir)
+    table = pd.read_csv(workdir / "results" / "pvoc-maskonly" / "table5.csv")
+    assert list(table["paper"]) == [4.6, 18.9, 36.6, 41.7, 48.8]
+    assert (table["n"] == [5, 5, 5, 3, 1]).all()
+    # embeddings follow the masks, so every row is far above chance
+    assert (table["miou"] > 20).all(), table
+    logs = "".join(p.read_text() for p in (workdir / "results" / "pvoc-maskonly" / "logs").rglob("*.log"))
+    assert "extract_features" not in logs
+    manifest = pd.read_parquet(workdir / "results" / "pvoc-maskonly" / "dataset" / "val.parquet")
+    assert len(manifest) == 1449 and manifest["image"].isna().all()
+    gt = __import__("numpy").load(workdir / "results" / "pvoc-maskonly" / "gt" / "val.npy", mmap_mode="r")
+    assert gt.shape == (1449, 100, 100)
