@@ -68,11 +68,12 @@ def test_config_typo_is_one_clear_line(workdir: Path) -> None:
     assert "config: unknown key cd.markov_tme (typo?)" in proc.stdout + proc.stderr
 
 
-def test_default_dry_run_plans_every_row() -> None:
-    jobs = planned_jobs(smk("-n", "results/table5.csv").stdout)
+def test_default_dry_run_plans_every_row(workdir: Path) -> None:
+    jobs = planned_jobs(smk("results/table5.csv", "-n", cwd=workdir).stdout)
     for rule in ("toy_dataset", "extract_features", "pca_val", "pca_trainval", "overcluster_kmeans",
                  "kmeans_trainval", "cbfe", "fg_kmeans", "cooccurrence", "infomap", "cd_score", "table5"):
-        assert rule in jobs or not jobs, f"{rule} missing from the plan {jobs}"
+        assert rule in jobs, f"{rule} missing from the plan {jobs}"
+    assert "train_dino" not in jobs  # the shipped checkpoints are used unless retrain is set
 
 
 @pytest.mark.slow
@@ -94,13 +95,13 @@ def test_mini_run_then_markov_time_change_reruns_only_cd(workdir: Path) -> None:
     cfg["cd"]["markov_time"] = 1.0
     cfg_path.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(smk("results/table5.csv", "-n", "--configfile", str(cfg_path), cwd=workdir).stdout)
-    assert set(jobs) == {"infomap", "cd_score", "table5", "default_table", "all"}, jobs
+    assert set(jobs) == {"infomap", "cd_score", "table5", "default_table"}, jobs
 
     # a sweep over the edge weight threshold reuses the clustering and the co-occurrence matrix
     cfg["cd"]["weight_threshold"] = 0.1
     cfg_path.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(smk("results/table5.csv", "-n", "--configfile", str(cfg_path), cwd=workdir).stdout)
-    assert set(jobs) == {"cd_edges", "infomap", "cd_score", "table5", "default_table", "all"}, jobs
+    assert set(jobs) == {"cd_edges", "infomap", "cd_score", "table5", "default_table"}, jobs
 
 
 def _pvoc_mask_only_config(tmp_path: Path, voc_masks_dir: Path) -> Path:

@@ -11,6 +11,21 @@ except LeopartError as _exc:
 validate(config, "../schemas/config.schema.yaml", set_default=True)
 
 
+def _sorted_keys(node):
+    """Nested dicts with sorted keys, so that `params:` reprs do not depend on key order."""
+    if isinstance(node, dict):
+        return {k: _sorted_keys(node[k]) for k in sorted(node)}
+    if isinstance(node, list):
+        return [_sorted_keys(v) for v in node]
+    return node
+
+
+# Reformatting or reordering the config file must not rerun anything: canonical key order.
+_canonical = _sorted_keys(dict(config))
+config.clear()
+config.update(_canonical)
+
+
 R = f"results/{config['run']}"
 DATASET = config["dataset"]
 NUM_CLASSES = DATASET["num_classes"]
