@@ -122,6 +122,44 @@ def validate_backbone(
     return figures
 
 
+def ship_checkpoint(run_dir: str | Path, backbone: str, dest: str | Path, figures: dict[str, Any],
+                    section: dict[str, Any]) -> dict[str, Any]:
+    """Copy a validated backbone to ``dest`` and write its provenance JSON beside it.
+
+    The JSON holds the training config section, the git commit, steps, training seconds (sum of
+    the per-step times in ``train_log.csv``), the SHA-256 of the shipped file and the validation
+    figures.
+    """
+    import shutil
+    import subprocess
+
+    import pandas as pd
+
+    from leopart.io import library_versions, sha256_file, write_json
+
+    run = Path(run_dir)
+    summary = json.loads((run / "train_summary.json").read_text())
+    log = pd.read_csv(run / "train_log.csv")
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run / backbone, dest)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    record = {
+        "file": dest.name, "sha256": sha256_file(dest), "bytes": dest.stat().st_size,
+        "trained_from": str(run / backbone), "commit": commit, "kind": summary.get("kind"),
+        "steps": summary.get("steps"), "epochs": summary.get("epochs"),
+        "train_seconds": float(log["seconds"].sum()), "final_loss": summary.get("final_loss"),
+        "training_section": section, "trainer_config": summary.get("config"),
+        "validation": figures, "versions": library_versions(),
+    }
+    write_json(dest.with_suffix(".json"), record)
+    return record
+
+
 def main() -> None:
     """``python -m leopart.train.validate CKPT --config config/config.yaml --model dino --dataset DIR``."""
     from leopart.config import load_config
@@ -133,6 +171,9 @@ def main() -> None:
     parser.add_argument("--dataset", default="results/toy/dataset/toy")
     parser.add_argument("--max-images", type=int, default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--ship", default=None, help="copy the checkpoint here with a provenance JSON")
+    parser.add_argument("--run-dir", default=None, help="training output folder (for --ship)")
+    parser.add_argument("--kind", default="dino", help="training.<kind> section (for --ship)")
     args = parser.parse_args()
     try:
         cfg = load_config(args.config)
@@ -146,6 +187,11 @@ def main() -> None:
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
+    if args.ship:
+        run_dir = Path(args.run_dir or Path(args.checkpoint).parent)
+        record = ship_checkpoint(run_dir, Path(args.checkpoint).name, args.ship, figures,
+                                 cfg["training"][args.kind])
+        print(f"shipped {args.ship} sha256={record['sha256']}")
 
 
 if __name__ == "__main__":

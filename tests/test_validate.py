@@ -1,0 +1,33 @@
+"""Backbone validation helpers: the centred-Gaussian prior and attention-mask fg IoU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from leopart.train.validate import centred_gaussian_attention, fg_iou_of_attention
+
+
+def test_gaussian_prior_is_centred_normalised_and_symmetric() -> None:
+    g = centred_gaussian_attention(2, (6, 6), heads=3)
+    assert g.shape == (2, 3, 36)
+    np.testing.assert_allclose(g.sum(axis=2), 1.0, rtol=1e-6)
+    m = g[0, 0].reshape(6, 6)
+    np.testing.assert_allclose(m, m[::-1, ::-1], rtol=1e-6)
+    assert m[2:4, 2:4].min() > m.max() * 0.99 - 1e-9 or m[2, 2] == m.max()
+
+
+def test_fg_iou_of_attention_on_a_known_map() -> None:
+    """GT built from the mask rule itself gives IoU 1; a GT twice as large gives |mask| / |GT|."""
+    from leopart.features.attention import attention_masks
+    from leopart.resample import upsample_labels
+
+    attn = np.zeros((1, 1, 64), dtype=np.float32)
+    attn[0, 0, [27, 28, 35, 36]] = 0.25  # a 2x2 block in the middle of an 8x8 grid
+    mask = attention_masks(attn, (8, 8), threshold=0.65)
+    gt = (upsample_labels(mask, 16) * 3).astype(np.uint8)
+    gt[0, 0, 0] = 255  # ignored pixel (outside the mask)
+    assert fg_iou_of_attention(attn, gt, (8, 8), threshold=0.65) == pytest.approx(1.0)
+    gt_all = np.full((1, 16, 16), 2, dtype=np.uint8)
+    expected = upsample_labels(mask, 16).sum() / 256
+    assert fg_iou_of_attention(attn, gt_all, (8, 8), threshold=0.65) == pytest.approx(expected)
