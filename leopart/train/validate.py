@@ -174,6 +174,7 @@ def main() -> None:
     parser.add_argument("--ship", default=None, help="copy the checkpoint here with a provenance JSON")
     parser.add_argument("--run-dir", default=None, help="training output folder (for --ship)")
     parser.add_argument("--kind", default="dino", help="training.<kind> section (for --ship)")
+    parser.add_argument("--force", action="store_true", help="ship even if a validation check fails")
     args = parser.parse_args()
     try:
         cfg = load_config(args.config)
@@ -188,6 +189,10 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(text + "\n")
     if args.ship:
+        failed = [name for name, ok in figures["passes"].items() if not ok]
+        if failed and not args.force:
+            raise SystemExit(f"error: {args.checkpoint} failed validation ({', '.join(failed)}); "
+                             "not shipped (--force ships it anyway)")
         run_dir = Path(args.run_dir or Path(args.checkpoint).parent)
         record = ship_checkpoint(run_dir, Path(args.checkpoint).name, args.ship, figures,
                                  cfg["training"][args.kind])
