@@ -18,7 +18,7 @@ $(BIN)/snakemake: pyproject.toml
 setup: $(BIN)/snakemake
 
 run: setup
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) results/table5.csv
+	$(BIN)/snakemake results/table5.csv --cores $(CORES) --configfile $(CONFIG)
 
 test: setup
 	$(BIN)/python -m pytest -q
