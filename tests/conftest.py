@@ -18,3 +18,14 @@ def voc_masks_dir() -> Path:
     if not (VOC_MASKS / "SegmentationClass").is_dir():
         pytest.skip(f"real VOC masks not found at {VOC_MASKS}")
     return VOC_MASKS
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """One intra-op torch thread: on a shared 2-core machine it is several times faster than two."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -12,15 +12,10 @@ from leopart.errors import LeopartError
 from leopart.stages.features import build_model
 from leopart.stages.train import run_training
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY_MODEL = {"arch": "custom", "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "img_size": 32}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_dino_stage_writes_a_backbone_the_pipeline_loads(tmp_path: Path) -> None:

@@ -18,13 +18,7 @@ from leopart.train.dino import DINOTrainer
 from leopart.train.leopart_trainer import LeopartTrainer
 from leopart.train.loop import TrainingInterrupted, load_torch
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test machine is shared: one intra-op thread is several times faster than two here."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY_MODEL = {"arch": "custom", "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 64}
