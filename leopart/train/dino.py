@@ -45,7 +45,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from leopart.errors import LeopartError
-from leopart.io import write_json
 from leopart.train.heads import DINOHead
 from leopart.train.loop import (
     BaseTrainer,
@@ -54,9 +53,7 @@ from leopart.train.loop import (
     build_backbone,
     dist_info,
     merge_config,
-    plain_config,
     resolve_device,
-    save_torch,
     set_drop_path,
     vit_tokens,
 )
@@ -298,17 +295,6 @@ class DINOTrainer(BaseTrainer):
         self.loss.load_state_dict(state["loss_state"])
         self.optimizer.load_state_dict(state["optimizer"])
 
-    def export(self, out_dir: Path) -> None:
-        """``backbone_teacher.pt`` (the DINO backbone to use), ``backbone_student.pt``,
-        ``train_summary.json``."""
-        save_torch(out_dir / "backbone_teacher.pt", self.teacher.backbone.state_dict())
-        save_torch(out_dir / "backbone_student.pt", self.student_module.backbone.state_dict())
-        last = self.log_rows[-1] if self.log_rows else {}
-        write_json(out_dir / "train_summary.json", {
-            "kind": self.kind, "steps": self.step, "epochs": self.epochs, "world_size": self.world,
-            "iters_per_epoch": self.iters_per_epoch, "final_loss": last.get("loss"),
-            "config": plain_config(self.config),
-        })
 
 
 def train_dino(config: Mapping[str, Any] | None, dataset: Any, out_dir: str | Path,
@@ -320,16 +306,7 @@ def train_dino(config: Mapping[str, Any] | None, dataset: Any, out_dir: str | Pa
     ``checkpoints/``, ``final.pt`` (DINO layout), ``backbone_{teacher,student}.pt``,
     ``train_log.{csv,parquet}``, ``loss_curve.png``, ``train_summary.json``.
     """
-    trainer = DINOTrainer(config, dataset, out_dir, backbone=backbone)
-    if resume == "auto":
-        last = Path(out_dir) / "checkpoints" / "last.pt"
-        resume = last if last.is_file() else None
-    if resume is not None:
-        trainer.resume(resume)
-    summary = trainer.fit(max_steps=max_steps)
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-    return summary
+    return DINOTrainer(config, dataset, out_dir, backbone=backbone).run(resume, max_steps)
 
 
 __all__ = ["DEFAULT_CONFIG", "TOY_CONFIG", "DINOHead", "DINOLoss", "DINOModel", "DINOTrainer", "train_dino"]

@@ -29,11 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from leopart.errors import LeopartError
-from leopart.io import write_json
 from leopart.train.heads import ProjectionHead, Prototypes
 from leopart.train.leopart_loss import LeopartLoss
 from leopart.train.loop import (
@@ -43,9 +41,7 @@ from leopart.train.loop import (
     build_backbone,
     dist_info,
     merge_config,
-    plain_config,
     resolve_device,
-    save_torch,
     set_drop_path,
     vit_tokens,
 )
@@ -301,17 +297,6 @@ class LeopartTrainer(BaseTrainer):
         self.loss.load_state_dict(state["loss_state"])
         self.optimizer.load_state_dict(state["optimizer"])
 
-    def export(self, out_dir: Path) -> None:
-        """``backbone_student.pt`` / ``backbone_teacher.pt``: plain ViT state dicts
-        (``load_backbone_weights(source="local")``), and ``train_summary.json``."""
-        save_torch(out_dir / "backbone_student.pt", self.student_module.backbone.state_dict())
-        save_torch(out_dir / "backbone_teacher.pt", self.teacher.backbone.state_dict())
-        last = self.log_rows[-1] if self.log_rows else {}
-        write_json(out_dir / "train_summary.json", {
-            "kind": self.kind, "steps": self.step, "epochs": self.epochs, "world_size": self.world,
-            "iters_per_epoch": self.iters_per_epoch, "final_loss": last.get("loss"),
-            "config": plain_config(self.config),
-        })
 
 
 def train_leopart(config: Mapping[str, Any] | None, dataset: Any, out_dir: str | Path,
@@ -324,16 +309,7 @@ def train_leopart(config: Mapping[str, Any] | None, dataset: Any, out_dir: str |
     ``backbone_student.pt``, ``backbone_teacher.pt``, ``train_log.{csv,parquet}``,
     ``loss_curve.png``, ``train_summary.json``.
     """
-    trainer = LeopartTrainer(config, dataset, out_dir, backbone=backbone)
-    if resume == "auto":
-        last = Path(out_dir) / "checkpoints" / "last.pt"
-        resume = last if last.is_file() else None
-    if resume is not None:
-        trainer.resume(resume)
-    summary = trainer.fit(max_steps=max_steps)
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-    return summary
+    return LeopartTrainer(config, dataset, out_dir, backbone=backbone).run(resume, max_steps)
 
 
 __all__ = ["DEFAULT_CONFIG", "LeopartModel", "LeopartTrainer", "make_crops", "train_leopart", "dist_info"]

@@ -326,7 +326,34 @@ class BaseTrainer:
         raise NotImplementedError
 
     def export(self, out_dir: Path) -> None:
-        """Write final artefacts (e.g. backbone weights) into ``out_dir``."""
+        """Write ``backbone_student.pt`` / ``backbone_teacher.pt`` (plain ViT state dicts, loadable
+        with ``load_backbone_weights(source="local")``) and ``train_summary.json`` into ``out_dir``.
+
+        Subclasses hold ``student_module`` and ``teacher``, each with a ``backbone``.
+        """
+        from leopart.io import write_json  # noqa: PLC0415
+
+        save_torch(out_dir / "backbone_student.pt", self.student_module.backbone.state_dict())
+        save_torch(out_dir / "backbone_teacher.pt", self.teacher.backbone.state_dict())
+        last = self.log_rows[-1] if self.log_rows else {}
+        write_json(out_dir / "train_summary.json", {
+            "kind": self.kind, "steps": self.step, "epochs": self.epochs, "world_size": self.world,
+            "iters_per_epoch": self.iters_per_epoch, "final_loss": last.get("loss"),
+            "config": plain_config(self.config),
+        })
+
+    def run(self, resume: str | Path | None = None, max_steps: int | None = None) -> dict[str, Any]:
+        """Resume (``"auto"``: from ``out_dir/checkpoints/last.pt`` if it exists), train, and wait
+        for every DDP rank. Returns the summary of :meth:`fit`."""
+        if resume == "auto":
+            last = self.out_dir / "checkpoints" / "last.pt" if self.out_dir is not None else None
+            resume = last if last is not None and last.is_file() else None
+        if resume is not None:
+            self.resume(resume)
+        summary = self.fit(max_steps=max_steps)
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+        return summary
 
     # ---------------------------------------------------------------- state
 
