@@ -84,6 +84,18 @@ class PCAModel:
         """Output dimension."""
         return int(self.components.shape[0])
 
+    def transform(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Project rows ``(n, D)`` to ``(n, dim)`` float32: ``((x - mean) / scale - pca_mean) @ components.T``.
+
+        Computed in float32 (the bias ``components @ pca_mean`` in float64 once); ``out`` may be a
+        slice of a memmap to write into.
+        """
+        z = np.subtract(x, self.mean.astype(np.float32), dtype=np.float32)
+        z *= (1.0 / self.scale).astype(np.float32)
+        y = np.matmul(z, np.ascontiguousarray(self.components.T, dtype=np.float32), out=out)
+        y -= (self.components.astype(np.float64) @ self.pca_mean).astype(np.float32)
+        return y
+
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -386,10 +398,6 @@ def transform_to(
         raise LeopartError(
             f"pca: tokens have dimension {rows[0].shape[1]} but the PCA model expects {model.in_dim}"
         )
-    mean32 = model.mean.astype(np.float32)
-    inv_scale32 = (1.0 / model.scale).astype(np.float32)
-    comps_t = np.ascontiguousarray(model.components.T, dtype=np.float32)  # (D, dim)
-    bias32 = (model.components.astype(np.float64) @ model.pca_mean).astype(np.float32)
     total = sum(r.shape[0] for r in rows)
     with tqdm(total=total, unit="tok", desc="pca transform", disable=not progress, mininterval=2) as bar:
         for arr, r, path in zip(arrays, rows, paths, strict=True):
@@ -399,11 +407,7 @@ def transform_to(
                 for a, b in _chunks(r.shape[0], rows_per_chunk):
                     # cache-sized blocks: ~3x faster than whole-chunk temporaries
                     for c, d in _chunks(b - a, _STD_BLOCK_ROWS):
-                        x = np.subtract(r[a + c : a + d], mean32, dtype=np.float32)
-                        x *= inv_scale32
-                        y = out_rows[a + c : a + d]
-                        np.matmul(x, comps_t, out=y)
-                        y -= bias32
+                        model.transform(r[a + c : a + d], out=out_rows[a + c : a + d])
                     _release(r)
                     _release(out_rows)
                     bar.update(b - a)

@@ -71,7 +71,7 @@ def _cluster_scores(tokens: np.ndarray, gt: np.ndarray, num_classes: int, k_over
     x = tokens.reshape(-1, d)
     mean, scale = fit_standardiser([x], progress=False)
     pca = fit_pca([x], mean, scale, dim=min(50, d), progress=False)
-    z = (((x - mean) / scale - pca.pca_mean) @ pca.components.T.astype(np.float64)).astype(np.float32)
+    z = pca.transform(x)
     res: dict[str, list[float]] = {"overcluster_many_to_one": [], "hungarian": []}
     for s in range(seeds):
         for key, k, matching in (("overcluster_many_to_one", k_over, "many_to_one"),
