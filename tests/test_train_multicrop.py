@@ -131,3 +131,14 @@ def test_bad_item_is_a_leopart_error(tmp_path) -> None:
     ds = CropDataset([bad], LeopartCrops(global_size=32, local_size=16))
     with pytest.raises(LeopartError, match="broken.jpg"):
         ds[0]
+
+
+def test_cached_toy_images_equal_the_images_rendered_on_read() -> None:
+    """``cache=True`` renders up front; image i must be the one rendered on the fly (and on disk)."""
+    from leopart.train.multicrop import ToyImageDataset
+
+    lazy = ToyImageDataset(3, 32, seed=7)
+    cached = ToyImageDataset(3, 32, seed=7, cache=True)
+    for i in range(3):
+        np.testing.assert_array_equal(np.asarray(lazy[i]), np.asarray(cached[i]))
+    assert not np.array_equal(np.asarray(cached[0]), np.asarray(cached[1]))

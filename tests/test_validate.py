@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leopart.train.validate import centred_gaussian_attention, fg_iou_of_attention
+from leopart.errors import LeopartError
+from leopart.train.validate import centred_gaussian_attention, failed_checks, fg_iou_of_attention
 
 
 def test_gaussian_prior_is_centred_normalised_and_symmetric() -> None:
@@ -31,3 +32,15 @@ def test_fg_iou_of_attention_on_a_known_map() -> None:
     gt_all = np.full((1, 16, 16), 2, dtype=np.uint8)
     expected = upsample_labels(mask, 16).sum() / 256
     assert fg_iou_of_attention(attn, gt_all, (8, 8), threshold=0.65) == pytest.approx(expected)
+
+
+def test_failed_checks_depend_on_the_checkpoint_kind() -> None:
+    """DINO is judged on attention + overclustering; Leopart on overclustering + its DINO start."""
+    figures = {"passes": {"attention_beats_gaussian_prior": False, "overclustering_beats_random_init": True,
+                          "hungarian_beats_baseline": True}}
+    assert failed_checks(figures, "dino") == ["attention_beats_gaussian_prior"]
+    assert failed_checks(figures, "leopart") == []
+    no_baseline = {"passes": {"attention_beats_gaussian_prior": True, "overclustering_beats_random_init": True}}
+    assert failed_checks(no_baseline, "leopart") == ["hungarian_beats_baseline"]  # missing = failed
+    with pytest.raises(LeopartError, match="unknown checkpoint kind"):
+        failed_checks(figures, "mae")

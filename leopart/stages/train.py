@@ -32,7 +32,8 @@ def training_dataset(images: dict[str, Any], manifest: str | None = None) -> Any
     from leopart.train.multicrop import ImagePathDataset, ToyImageDataset
 
     if images["source"] == "toy":
-        return ToyImageDataset(images["n"], images["image_size"], seed=images["seed"], split="train")
+        return ToyImageDataset(images["n"], images["image_size"], seed=images["seed"], split="train",
+                               cache=bool(images.get("cache", False)))
     if not manifest:
         raise LeopartError("training.*.images.source = 'manifest' needs the train manifest")
     from leopart.data.dataset import read_manifest

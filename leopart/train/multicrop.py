@@ -405,23 +405,39 @@ class ImagePathDataset(Dataset):
 
 
 class ToyImageDataset(Dataset):
-    """``n`` synthetic toy images rendered on the fly by ``leopart.data.toy.render_toy_image``.
+    """``n`` synthetic toy images rendered by ``leopart.data.toy.render_toy_image``.
 
     Image ``i`` uses ``leopart.data.toy.image_rng(seed, split, i)``, so with the same seed and
-    size it equals image ``i`` of the split that ``generate_toy`` writes to disk.
+    size it equals image ``i`` of the split that ``generate_toy`` writes to disk. By default each
+    image is rendered when it is read (≈ 4 ms at 128², in the loader's worker); ``cache=True``
+    renders all of them once up front into one ``(n, S, S, 3)`` uint8 array (``n·S²·3`` bytes,
+    470 MB for 9,600 images at 128²) that forked loader workers share, which takes rendering off
+    every later epoch.
     """
 
-    def __init__(self, n: int, image_size: int, seed: int = 0, split: str = "train") -> None:
+    def __init__(self, n: int, image_size: int, seed: int = 0, split: str = "train", cache: bool = False) -> None:
         from leopart.data.toy import image_rng, render_toy_image  # noqa: PLC0415
 
         self._render = render_toy_image
         self._rng = image_rng
         self.n, self.image_size, self.seed, self.split = int(n), int(image_size), int(seed), split
         image_rng(self.seed, split, 0)  # validates the split name
+        self._cache: np.ndarray | None = None
+        if cache:
+            from tqdm import tqdm  # noqa: PLC0415
+
+            arr = np.empty((self.n, self.image_size, self.image_size, 3), dtype=np.uint8)
+            for i in tqdm(range(self.n), desc=f"rendering {self.n} toy images", unit="img", mininterval=5):
+                arr[i] = self._render_array(i)
+            self._cache = arr
+
+    def _render_array(self, index: int) -> np.ndarray:
+        image, _ = self._render(self._rng(self.seed, self.split, int(index)), self.image_size)
+        return np.asarray(image, dtype=np.uint8)
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, index: int) -> Image.Image:
-        image, _ = self._render(self._rng(self.seed, self.split, int(index)), self.image_size)
-        return Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+        image = self._cache[index] if self._cache is not None else self._render_array(index)
+        return Image.fromarray(np.ascontiguousarray(image))
