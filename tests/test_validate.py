@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from leopart.errors import LeopartError
-from leopart.train.validate import centred_gaussian_attention, failed_checks, fg_iou_of_attention
+from leopart.train.validate import (
+    centred_gaussian_attention,
+    failed_checks,
+    fg_auc_of_attention,
+    fg_iou_of_attention,
+)
 
 
 def test_gaussian_prior_is_centred_normalised_and_symmetric() -> None:
@@ -44,3 +49,16 @@ def test_failed_checks_depend_on_the_checkpoint_kind() -> None:
     assert failed_checks(no_baseline, "leopart") == ["hungarian_beats_baseline"]  # missing = failed
     with pytest.raises(LeopartError, match="unknown checkpoint kind"):
         failed_checks(figures, "mae")
+
+
+def test_fg_auc_of_attention_known_answers() -> None:
+    """Perfect ranking → 1, reversed → 0, constant → ½; ignored tokens and one-class images skipped."""
+    gt = np.array([[[0, 0], [2, 255]], [[1, 1], [1, 1]]], dtype=np.uint8)  # image 2: all fg, skipped
+    good = np.array([[[0.1, 0.2, 0.9, 0.0]], [[0.5, 0.5, 0.5, 0.5]]], dtype=np.float32)
+    assert fg_auc_of_attention(good, gt) == pytest.approx(1.0)
+    assert fg_auc_of_attention(-good, gt) == pytest.approx(0.0)
+    assert fg_auc_of_attention(np.ones_like(good), gt) == pytest.approx(0.5)
+    # two fg tokens, two bg: fg scores {0.3, 0.9}, bg {0.5, 0.1} -> 3 of 4 pairs ordered
+    gt2 = np.array([[[1, 0], [1, 0]]], dtype=np.uint8)
+    att2 = np.array([[[0.3, 0.5, 0.9, 0.1]]], dtype=np.float32)
+    assert fg_auc_of_attention(att2, gt2) == pytest.approx(0.75)

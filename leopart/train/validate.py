@@ -72,6 +72,30 @@ def fg_iou_of_attention(cls_attn: np.ndarray, gt: np.ndarray, grid: tuple[int, i
     return float((inter[ok] / union[ok]).mean())
 
 
+def fg_auc_of_attention(cls_attn: np.ndarray, gt_tokens: np.ndarray) -> float:
+    """Mean per-image ROC AUC of the head-mean attention as a foreground score, threshold-free.
+
+    ``cls_attn`` (N, heads, h*w); ``gt_tokens`` (N, h, w) labels at token resolution (255 =
+    ignored). AUC = P(score of a random fg token > score of a random bg token), ties count ½
+    (Mann-Whitney U from average ranks); images that are all fg or all bg are skipped. 0.5 = no
+    information.
+    """
+    from scipy.stats import rankdata
+
+    score = cls_attn.mean(axis=1).reshape(len(cls_attn), -1)
+    labels = gt_tokens.reshape(len(gt_tokens), -1)
+    aucs = []
+    for s, lab in zip(score, labels, strict=True):  # one small vector per image
+        valid = lab != 255
+        fg = lab[valid] != 0
+        n_fg, n_bg = int(fg.sum()), int((~fg).sum())
+        if n_fg == 0 or n_bg == 0:
+            continue
+        ranks = rankdata(s[valid])
+        aucs.append((ranks[fg].sum() - n_fg * (n_fg + 1) / 2) / (n_fg * n_bg))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
 def _features(model: Any, images: list[Path], input_size: int, out: Path) -> tuple[np.ndarray, np.ndarray]:
     from leopart.data.images import ImageDataset
     from leopart.features.extract import extract_features
@@ -124,6 +148,7 @@ def validate_backbone(
     index = toy_split_index(dataset_dir, "val")
     images = list(index.image_paths)[:max_images]
     gt = ground_truth(index.mask_paths[: len(images)], index.num_classes, input_size, eval_size, progress=False)
+    gt_tokens: np.ndarray | None = None
     trained_spec = {**model_spec, "weights": {**model_spec["weights"], "source": "local", "path": str(checkpoint)}}
     random_spec = {**model_spec, "weights": {**model_spec["weights"], "source": "random"}}
     specs = [("trained", trained_spec), ("random_init", random_spec)]
@@ -139,10 +164,15 @@ def validate_backbone(
             sub.mkdir()
             tokens, attn = _features(build_model(spec, spec["weights"].get("path")), images, input_size, sub)
             grid = tokens.shape[1:3]
+            if gt_tokens is None:
+                gt_tokens = ground_truth(index.mask_paths[: len(images)], index.num_classes, input_size, grid[0],
+                                         progress=False)
             figures[name] = {"cls_attention_fg_iou": fg_iou_of_attention(attn, gt, grid, threshold),
+                             "cls_attention_fg_auc": fg_auc_of_attention(attn, gt_tokens),
                              **_cluster_scores(tokens, gt, index.num_classes, k_overcluster, seeds)}
     prior = centred_gaussian_attention(len(images), grid)
     figures["centred_gaussian_prior_fg_iou"] = fg_iou_of_attention(prior, gt, grid, threshold)
+    figures["centred_gaussian_prior_fg_auc"] = fg_auc_of_attention(prior, gt_tokens)
     t, r = figures["trained"], figures["random_init"]
     figures["passes"] = {
         "attention_beats_gaussian_prior": t["cls_attention_fg_iou"] > figures["centred_gaussian_prior_fg_iou"],
