@@ -296,7 +296,6 @@ class DINOTrainer(BaseTrainer):
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-
 def train_dino(config: Mapping[str, Any] | None, dataset: Any, out_dir: str | Path,
                backbone: nn.Module | None = None, resume: str | Path | None = None,
                max_steps: int | None = None) -> dict[str, Any]:

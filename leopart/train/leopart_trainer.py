@@ -298,7 +298,6 @@ class LeopartTrainer(BaseTrainer):
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-
 def train_leopart(config: Mapping[str, Any] | None, dataset: Any, out_dir: str | Path,
                   backbone: nn.Module | None = None, resume: str | Path | None = None,
                   max_steps: int | None = None) -> dict[str, Any]:
