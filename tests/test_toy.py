@@ -54,7 +54,34 @@ def test_mask_values_and_all_classes_occur(sample):
 
 def test_foreground_fraction(sample):
     fg = [((m > 0) & (m != 255)).sum() / (m != 255).sum() for _, m in sample]
-    assert 0.25 <= float(np.mean(fg)) <= 0.5
+    assert 0.2 <= float(np.mean(fg)) <= 0.4
+
+
+def test_objects_are_not_centred_by_construction(sample):
+    """Objects reach the image border in many images and the mean mask is nearly flat: a centre
+    prior must not already know where the objects are (design version 3)."""
+    fg = np.stack([(m > 0) & (m != 255) for _, m in sample]).astype(np.float64)
+    touches = fg[:, 0].any(1) | fg[:, -1].any(1) | fg[:, :, 0].any(1) | fg[:, :, -1].any(1)
+    assert touches.mean() > 0.5
+    mean = fg.mean(0)
+    centre = mean[S // 4: 3 * S // 4, S // 4: 3 * S // 4].mean()
+    ring = (mean.sum() - centre * (S // 2) ** 2) / (S * S - (S // 2) ** 2)
+    assert centre < 2.0 * ring
+
+
+def test_object_brightness_varies_per_object():
+    """The snowman's flat white discs take the object's brightness factor ×[0.6, 1.4] (clipped at
+    white): across instances their colour spans a wide range, as under different lighting."""
+    rng = np.random.default_rng(0)
+    levels = []
+    for _ in range(40):
+        img = np.zeros((S, S, 3), np.float32)
+        lab = np.zeros((S, S), np.uint8)
+        toy._draw_object(img, lab, toy.TOY_CLASSES.index("snowman"), rng)
+        disc = img[lab == toy.TOY_CLASSES.index("snowman")].min(axis=1)  # white discs: min channel high
+        levels.append(np.median(disc))
+    levels = np.asarray(levels)
+    assert levels.min() < 0.7 and levels.max() > 0.9
 
 
 def test_boundary_band_separates_all_labels(sample):
@@ -94,10 +121,13 @@ def test_generate_layout_roundtrip_and_determinism(tmp_path):
     toy.generate_toy(out_b, 4, 3, image_size=64, seed=5, progress=False)
     files_a = sorted(p.relative_to(out_a) for p in out_a.rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(out_b) for p in out_b.rglob("*") if p.is_file())
-    assert files_a == files_b and len(files_a) == 2 * 7 + 3
+    assert files_a == files_b and len(files_a) == 2 * 7 + 4
     for rel in files_a:
         assert (out_a / rel).read_bytes() == (out_b / rel).read_bytes(), rel
     assert json.loads((out_a / "classes.json").read_text()) == TOY_CLASSES
+    design = json.loads((out_a / "design.json").read_text())
+    assert design["design_version"] == toy.DESIGN_VERSION and design["seed"] == 5
+    assert design["counts"] == {"train": 4, "val": 3} and design["brightness_range"] == list(toy.BRIGHTNESS_RANGE)
     assert (out_a / "sets" / "val.txt").read_text().split() == ["val_00000", "val_00001", "val_00002"]
 
     for split, n in (("train", 4), ("val", 3)):

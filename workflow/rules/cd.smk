@@ -83,3 +83,30 @@ rule cd_score:
         ENV
     script:
         "../scripts/cd_score.py"
+
+
+rule cd_search:
+    """Model selection of (weight threshold, markov time) on train with train GT (spec §8.6)."""
+    input:
+        labels=f"{FGK_PAT}/train_labels.npy",
+        matrix=f"{FGK_PAT}/cooccurrence.npy",
+        gt=gt_path("train"),
+    output:
+        results=f"{FGK_PAT}/cd_search/results.parquet",
+        best=f"{FGK_PAT}/cd_search/best.json",
+    params:
+        grid=CD["search"],
+        seeds=CD["seeds"],
+        preferred_modules=CD.get("preferred_modules"),
+        two_level=CD["two_level"],
+        num_trials=CD["num_trials"],
+        num_classes=NUM_CLASSES,
+    log:
+        logp("cd_search", "{model}_k{ck}_seed{cs}_fg_k{k}_seed{seed}"),
+    benchmark:
+        benchp("cd_search", "{model}_k{ck}_seed{cs}_fg_k{k}_seed{seed}")
+    threads: THREADS
+    conda:
+        ENV
+    script:
+        "../scripts/cd_search.py"

@@ -1,6 +1,7 @@
 # Configuration, validation and the artefact layout shared by every rule file.
 
 from leopart.config import validate_config
+from leopart.data.toy import DESIGN_VERSION as TOY_DESIGN_VERSION
 from leopart.errors import LeopartError
 
 
@@ -170,6 +171,12 @@ def train_manifest(kind):
     """The manifest a trainer reads its images from (images.source: manifest), else none."""
     images = (TRAINING.get(kind) or {}).get("images", {})
     return manifest_path(images.get("split", "train")) if images.get("source") == "manifest" else []
+
+
+def toy_design_of(kind):
+    """The toy design version a trainer's rendered images follow (None for a manifest's images)."""
+    images = (TRAINING.get(kind) or {}).get("images", {})
+    return TOY_DESIGN_VERSION if images.get("source") == "toy" else None
 
 
 def weights_file(model):

@@ -9,6 +9,7 @@ if DATASET["kind"] == "toy":
             directory(f"{R}/dataset/toy"),
         params:
             toy=DATASET["toy"],
+            design_version=TOY_DESIGN_VERSION,
         log:
             logp("toy_dataset", "toy"),
         benchmark:

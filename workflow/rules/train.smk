@@ -12,6 +12,7 @@ rule train_dino:
         backbone=f"{R}/train/dino/backbone_teacher.pt",
     params:
         section={k: v for k, v in (TRAINING.get("dino") or {}).items() if k != "retrain"},
+        design_version=toy_design_of("dino"),
     log:
         logp("train_dino", "dino"),
     benchmark:
@@ -35,6 +36,7 @@ rule train_leopart:
         backbone=f"{R}/train/leopart/backbone_student.pt",
     params:
         section={k: v for k, v in (TRAINING.get("leopart") or {}).items() if k != "retrain"},
+        design_version=toy_design_of("leopart"),
     log:
         logp("train_leopart", "leopart"),
     benchmark:
