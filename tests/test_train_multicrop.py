@@ -142,3 +142,21 @@ def test_cached_toy_images_equal_the_images_rendered_on_read() -> None:
     for i in range(3):
         np.testing.assert_array_equal(np.asarray(lazy[i]), np.asarray(cached[i]))
     assert not np.array_equal(np.asarray(cached[0]), np.asarray(cached[1]))
+
+
+def test_fresh_toy_images_are_new_every_epoch_and_reach_the_workers() -> None:
+    """``fresh=True``: epoch e reads generator images e·n..e·n+n-1; CropDataset.set_epoch passes the
+    epoch down, so the images of an epoch are the same whatever the worker count."""
+    from leopart.data.toy import image_rng, render_toy_image
+    from leopart.train.multicrop import ToyImageDataset
+
+    fresh = ToyImageDataset(2, 32, seed=7, fresh=True)
+    crops = CropDataset(fresh, LeopartCrops(global_size=32, local_size=16, min_intersection=None))
+    crops.set_epoch(3)
+    assert fresh.epoch == 3
+    expected = render_toy_image(image_rng(7, "train", 3 * 2 + 1), 32)[0]
+    np.testing.assert_array_equal(np.asarray(fresh[1]), expected)
+    crops.set_epoch(0)
+    np.testing.assert_array_equal(np.asarray(fresh[1]), np.asarray(ToyImageDataset(2, 32, seed=7)[1]))
+    with pytest.raises(LeopartError, match="cache and fresh"):
+        ToyImageDataset(2, 32, cache=True, fresh=True)

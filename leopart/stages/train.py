@@ -33,7 +33,7 @@ def training_dataset(images: dict[str, Any], manifest: str | None = None) -> Any
 
     if images["source"] == "toy":
         return ToyImageDataset(images["n"], images["image_size"], seed=images["seed"], split="train",
-                               cache=bool(images.get("cache", False)))
+                               cache=bool(images.get("cache", False)), fresh=bool(images.get("fresh", False)))
     if not manifest:
         raise LeopartError("training.*.images.source = 'manifest' needs the train manifest")
     from leopart.data.dataset import read_manifest

@@ -382,6 +382,8 @@ class CropDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(self.epoch)
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
@@ -409,18 +411,25 @@ class ToyImageDataset(Dataset):
 
     Image ``i`` uses ``leopart.data.toy.image_rng(seed, split, i)``, so with the same seed and
     size it equals image ``i`` of the split that ``generate_toy`` writes to disk. By default each
-    image is rendered when it is read (≈ 4 ms at 128², in the loader's worker); ``cache=True``
+    image is rendered when it is read (≈ 2.5 ms at 128², in the loader's worker); ``cache=True``
     renders all of them once up front into one ``(n, S, S, 3)`` uint8 array (``n·S²·3`` bytes,
     470 MB for 9,600 images at 128²) that forked loader workers share, which takes rendering off
-    every later epoch.
+    every later epoch. ``fresh=True`` instead draws ``n`` new images every epoch (epoch ``e`` reads
+    images ``e·n … e·n + n − 1`` of the generator, :meth:`set_epoch`): the toy generator is
+    infinite, so a trainer never sees an image twice and cannot memorise instances.
     """
 
-    def __init__(self, n: int, image_size: int, seed: int = 0, split: str = "train", cache: bool = False) -> None:
+    def __init__(self, n: int, image_size: int, seed: int = 0, split: str = "train", cache: bool = False,
+                 fresh: bool = False) -> None:
         from leopart.data.toy import image_rng, render_toy_image  # noqa: PLC0415
 
+        if cache and fresh:
+            raise LeopartError("images: cache and fresh exclude each other (fresh images are new every epoch)")
         self._render = render_toy_image
         self._rng = image_rng
         self.n, self.image_size, self.seed, self.split = int(n), int(image_size), int(seed), split
+        self.fresh = bool(fresh)
+        self.epoch = 0
         image_rng(self.seed, split, 0)  # validates the split name
         self._cache: np.ndarray | None = None
         if cache:
@@ -431,6 +440,10 @@ class ToyImageDataset(Dataset):
                 arr[i] = self._render_array(i)
             self._cache = arr
 
+    def set_epoch(self, epoch: int) -> None:
+        """Select the images of ``epoch`` (only changes anything with ``fresh=True``)."""
+        self.epoch = int(epoch)
+
     def _render_array(self, index: int) -> np.ndarray:
         image, _ = self._render(self._rng(self.seed, self.split, int(index)), self.image_size)
         return np.asarray(image, dtype=np.uint8)
@@ -439,5 +452,8 @@ class ToyImageDataset(Dataset):
         return self.n
 
     def __getitem__(self, index: int) -> Image.Image:
-        image = self._cache[index] if self._cache is not None else self._render_array(index)
+        if self._cache is not None:
+            image = self._cache[index]
+        else:
+            image = self._render_array(self.epoch * self.n + int(index) if self.fresh else index)
         return Image.fromarray(np.ascontiguousarray(image))
