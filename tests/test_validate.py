@@ -62,3 +62,21 @@ def test_fg_auc_of_attention_known_answers() -> None:
     gt2 = np.array([[[1, 0], [1, 0]]], dtype=np.uint8)
     att2 = np.array([[[0.3, 0.5, 0.9, 0.1]]], dtype=np.float32)
     assert fg_auc_of_attention(att2, gt2) == pytest.approx(0.75)
+
+
+def test_cluster_scores_of_class_coded_tokens_are_perfect_for_every_seed() -> None:
+    """Tokens that encode the GT class exactly (one-hot + tiny noise) cluster perfectly: K = classes
+    Hungarian and K > classes many-to-one are both 100 % at every k-means seed, one entry per seed."""
+    from leopart.train.validate import _cluster_scores
+
+    rng = np.random.default_rng(0)
+    classes = 3
+    lab = rng.integers(0, classes, size=(6, 4, 4))               # token-resolution GT
+    gt = np.repeat(np.repeat(lab, 5, axis=1), 5, axis=2).astype(np.uint8)   # (6, 20, 20), nearest x5
+    tokens = np.eye(classes, dtype=np.float32)[lab] * 10.0
+    tokens = np.concatenate([tokens, np.zeros((6, 4, 4, 3), np.float32)], axis=-1)
+    tokens += rng.normal(0.0, 1e-3, tokens.shape).astype(np.float32)
+    res = _cluster_scores(tokens, gt, classes, k_over=5, seeds=2)
+    assert res["hungarian"] == pytest.approx(100.0)
+    assert res["overcluster_many_to_one"] == pytest.approx(100.0)
+    assert len(res["hungarian_per_seed"]) == 2 and len(res["overcluster_many_to_one_per_seed"]) == 2
