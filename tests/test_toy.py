@@ -84,6 +84,42 @@ def test_object_brightness_varies_per_object():
     assert levels.min() < 0.7 and levels.max() > 0.9
 
 
+def test_hue_rotation_known_answers():
+    """Rotation about the grey axis: greys fixed, RGB mean kept, 120° cycles R→G→B, ±θ inverse."""
+    grey = np.array([0.3, 0.3, 0.3])
+    np.testing.assert_allclose(toy.hue_rotation(73.0) @ grey, grey, atol=1e-12)
+    c = np.array([0.9, 0.4, 0.1])
+    assert np.isclose((toy.hue_rotation(-41.0) @ c).mean(), c.mean())
+    np.testing.assert_allclose(toy.hue_rotation(120.0) @ c, [0.1, 0.9, 0.4], atol=1e-12)
+    np.testing.assert_allclose(toy.hue_rotation(30.0) @ toy.hue_rotation(-30.0), np.eye(3), atol=1e-12)
+    r = toy.hue_rotation(25.0)
+    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
+
+
+def test_object_hue_varies_per_object():
+    """Design v4: an object's chromatic parts take one hue rotation in ±HUE_ROTATION_DEG, so the
+    fish's orange body is orange, yellow-green or magenta across instances (its black eye stays
+    black): colour alone no longer names the class."""
+    rng = np.random.default_rng(1)
+    fish = toy.TOY_CLASSES.index("fish")
+    angles = []
+    for _ in range(40):
+        img = np.zeros((S, S, 3), np.float32)
+        lab = np.zeros((S, S), np.uint8)
+        toy._draw_object(img, lab, fish, rng)
+        px = img[lab == fish]
+        px = px[px.max(1) - px.min(1) > 0.3]             # saturated pixels: body/tail, not eye/bands
+        if len(px) < 20:
+            continue
+        mean = np.median(px, axis=0)
+        x = mean[0] - 0.5 * (mean[1] + mean[2])          # hue angle in the plane orthogonal to grey
+        y = np.sqrt(3) / 2 * (mean[1] - mean[2])
+        angles.append(np.degrees(np.arctan2(y, x)))
+    angles = np.asarray(angles)
+    assert len(angles) > 20
+    assert angles.max() - angles.min() > 100.0
+
+
 def test_boundary_band_separates_all_labels(sample):
     """No two 4-adjacent pixels carry different non-ignore labels; every image with an object has a band."""
     for _, m in sample:
@@ -128,6 +164,7 @@ def test_generate_layout_roundtrip_and_determinism(tmp_path):
     design = json.loads((out_a / "design.json").read_text())
     assert design["design_version"] == toy.DESIGN_VERSION and design["seed"] == 5
     assert design["counts"] == {"train": 4, "val": 3} and design["brightness_range"] == list(toy.BRIGHTNESS_RANGE)
+    assert design["design_version"] == 4 and design["hue_rotation_deg"] == toy.HUE_ROTATION_DEG
     assert (out_a / "sets" / "val.txt").read_text().split() == ["val_00000", "val_00001", "val_00002"]
 
     for split, n in (("train", 4), ("val", 3)):
