@@ -95,9 +95,20 @@ def check_config(config: Mapping[str, Any]) -> None:
         raise LeopartError("config: dataset.num_classes must be 21 for kind 'pvoc'")
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read and validate a YAML config file (used by tests and tools outside Snakemake)."""
-    p = Path(path)
+def merge_config(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``overlay`` the way ``snakemake --configfile A B`` merges: mappings are
+    merged key by key, recursively; any other value (lists included) in ``overlay`` replaces
+    ``base``'s. Neither argument is modified."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml_mapping(p: Path) -> dict[str, Any]:
     if not p.is_file():
         raise LeopartError(f"{p}: config file is missing")
     try:
@@ -106,5 +117,17 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise LeopartError(f"{p}: not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(config, dict):
         raise LeopartError(f"{p}: config must be a mapping")
+    return config
+
+
+def load_config(path: str | Path, *overlays: str | Path) -> dict[str, Any]:
+    """Read and validate a YAML config file (used by tests and tools outside Snakemake).
+
+    ``overlays`` are further YAML files merged on top in order (:func:`merge_config`), as
+    ``snakemake --configfile path overlay ...`` does; only the merged result is validated.
+    """
+    config = _read_yaml_mapping(Path(path))
+    for overlay in overlays:
+        config = merge_config(config, _read_yaml_mapping(Path(overlay)))
     validate_config(config)
     return config

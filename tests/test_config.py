@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from leopart.config import load_config, validate_config
+from leopart.config import load_config, merge_config, validate_config
 from leopart.errors import LeopartError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,3 +77,29 @@ def test_broken_yaml_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(LeopartError) as info:
         load_config(bad)
     assert str(bad) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_merge_config_is_recursive_for_mappings_and_replaces_the_rest() -> None:
+    base = {"a": {"b": 1, "c": {"d": 2, "e": [1, 2]}}, "f": [3], "g": 4}
+    overlay = {"a": {"c": {"e": [9]}, "x": 5}, "f": {"h": 1}, "g": None}
+    merged = merge_config(base, overlay)
+    assert merged == {"a": {"b": 1, "c": {"d": 2, "e": [9]}, "x": 5}, "f": {"h": 1}, "g": None}
+    assert base == {"a": {"b": 1, "c": {"d": 2, "e": [1, 2]}}, "f": [3], "g": 4}   # untouched
+
+
+def test_load_config_merges_overlays_in_order_and_names_a_bad_one(tmp_path: Path) -> None:
+    one = tmp_path / "one.yaml"
+    one.write_text("training: {dino: {config: {epochs: 15}}}\n")
+    two = tmp_path / "two.yaml"
+    two.write_text("training: {dino: {config: {epochs: 7}}}\n")
+    cfg = load_config(ROOT / "config" / "config.yaml", one, two)
+    base = load_config(ROOT / "config" / "config.yaml")
+    assert cfg["training"]["dino"]["config"]["epochs"] == 7
+    cfg["training"]["dino"]["config"]["epochs"] = base["training"]["dino"]["config"]["epochs"]
+    assert cfg == base
+    with pytest.raises(LeopartError, match="nope.yaml: config file is missing"):
+        load_config(ROOT / "config" / "config.yaml", tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("threads: 0\n")
+    with pytest.raises(LeopartError, match="threads"):
+        load_config(ROOT / "config" / "config.yaml", bad)

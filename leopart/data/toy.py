@@ -43,7 +43,7 @@ images apart.** Hence:
   the brightness factor. Cars come in many colours; a class is then told by its parts' textures,
   shapes and arrangement and by their *relative* colours, not by a fixed palette, which a random
   projection of pixels separates as well as any learned feature (random-init K=30 many-to-one
-  mIoU on 300 val images: 47.7 on v3, 36.9 on v4). DINO's augmentation for the toy has no hue
+  mIoU on 300 val images, k-means seeds 0–4: 47.7 on v3, 36.9 on v4). DINO's augmentation for the toy has no hue
   jitter: with it, the CLS attention went to the background (``docs/experiments/toy-dino-cpu.md``).
 * **Design version 4** (:data:`DESIGN_VERSION`, recorded in the dataset's ``design.json`` and in
   the rule's params, so a design change regenerates every artefact downstream) adds the per-object

@@ -105,7 +105,8 @@ def init_distributed() -> None:
 
 
 def main() -> None:
-    """Shell entry point: ``python -m leopart.stages.train {dino,leopart} CONFIG OUT [--init CKPT]``.
+    """Shell entry point: ``python -m leopart.stages.train {dino,leopart} CONFIG OUT [--init CKPT]
+    [--overlay FILE ...]``.
 
     Multi-GPU: ``torchrun --nproc_per_node=N -m leopart.stages.train leopart CONFIG OUT --init CKPT``.
     """
@@ -118,11 +119,13 @@ def main() -> None:
     parser.add_argument("out", help="output folder (resumes from OUT/checkpoints/last.pt)")
     parser.add_argument("--init", default=None, help="initial backbone checkpoint (leopart)")
     parser.add_argument("--manifest", default=None, help="train manifest for images.source=manifest")
+    parser.add_argument("--overlay", action="append", default=[],
+                        help="YAML merged on top of CONFIG (repeatable, as snakemake --configfile CONFIG FILE)")
     args = parser.parse_args()
     setup_logging(None)
     init_distributed()
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, *args.overlay)
         section = (config.get("training") or {}).get(args.kind)
         if not section:
             raise LeopartError(f"{args.config}: no training.{args.kind} section")
