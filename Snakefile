@@ -1,9 +1,10 @@
 # leopart-pipeline: Table 5 of Leopart (CVPR 2022) from checkpoints to results/table5.csv.
 #
-#   snakemake --cores all results/table5.csv                          # toy default (CPU, offline)
-#   snakemake --cores all --configfile config/pvoc.yaml results/table5.csv   # the paper's protocol
+#   snakemake results/table5.csv --cores all                          # toy default (CPU, offline)
+#   snakemake results/table5.csv --cores all --configfile config/pvoc.yaml   # the paper's protocol
+# (the target goes first: --configfile takes every argument that follows it)
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -23,6 +24,10 @@ include: "workflow/rules/overcluster.smk"
 include: "workflow/rules/cbfe.smk"
 include: "workflow/rules/cd.smk"
 include: "workflow/rules/table.smk"
+include: "workflow/rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:

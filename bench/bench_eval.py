@@ -23,34 +23,27 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from snakemake.iocontainers import Namedlist
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from leopart.data.voc import voc_split_index  # noqa: E402
 from leopart.io import npy_writer, save_npy  # noqa: E402
+from leopart.stages.runner import StageCall  # noqa: E402
 
 MASKS = Path(os.environ.get("LEOPART_SHARED", ROOT.parent / "shared")) / "data" / "voc2012-masks"
 KMEANS = {"niter": 100, "nredo": 5, "max_points_per_centroid": 256, "min_points_per_centroid": 39}
 
 
-class Smk:
-    """The parts of Snakemake's ``snakemake`` object that the stage functions use."""
-
-    def __init__(self, input: dict, output: dict, params: dict, wildcards: dict, threads: int = 2) -> None:
-        self.input = Namedlist(fromdict=input)
-        self.output = Namedlist(fromdict=output)
-        self.params = Namedlist(fromdict=params)
-        self.wildcards = Namedlist(fromdict={k: str(v) for k, v in wildcards.items()})
-        self.threads = threads
-        self.log = Namedlist()
-        self.rule = "bench"
+def Smk(input: dict, output: dict, params: dict, wildcards: dict, threads: int = 2) -> StageCall:
+    """A stage call as the workflow makes it (paths as strings, wildcards as strings)."""
+    return StageCall(input={k: str(v) for k, v in input.items()}, output={k: str(v) for k, v in output.items()},
+                     params=params, wildcards={k: str(v) for k, v in wildcards.items()}, threads=threads)
 
 
 def input_paths(work: Path) -> dict[str, Any]:
@@ -59,41 +52,68 @@ def input_paths(work: Path) -> dict[str, Any]:
                     "attn": work / f"attn_{split}.npy"} for split in ("train", "val")}
 
 
+def synthetic_vectors(rng: np.random.Generator, dim: int = 384) -> dict[str, np.ndarray]:
+    """The vectors synthetic tokens are made of: per class, per (class, part), per stuff type."""
+    n_classes, n_parts, n_stuff = 21, 3, 6
+    rows, cols = np.meshgrid(np.arange(28), np.arange(28), indexing="ij")
+    return {
+        "class": rng.standard_normal((n_classes, dim)).astype(np.float32) * 1.0,
+        "part": rng.standard_normal((n_classes, n_parts, dim)).astype(np.float32) * 0.6,
+        "stuff": rng.standard_normal((n_stuff, dim)).astype(np.float32) * 0.8,
+        "part_of_pos": ((rows // 6) + (cols // 9)) % n_parts,  # (28, 28) part layout
+    }
+
+
+def token_ground_truth(mask_paths: list) -> np.ndarray:
+    """``(N, 28, 28)`` int64 class per token (masks at 448 then 28, ignore 255 -> background)."""
+    from leopart.data.masks import ground_truth
+
+    tok_gt = ground_truth(mask_paths, 21, 448, 28, progress=False)
+    return np.where(tok_gt == 255, 0, tok_gt).astype(np.int64)
+
+
+def token_chunks(tok_gt: np.ndarray, rng: np.random.Generator, vecs: dict[str, np.ndarray],
+                 chunk: int = 128) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, tokens)`` with ``tokens`` ``(b, 28, 28, D)`` float32 following ``tok_gt[start:start+b]``."""
+    n_stuff = vecs["stuff"].shape[0]
+    for start in range(0, tok_gt.shape[0], chunk):
+        g = tok_gt[start:start + chunk]
+        stuff = rng.integers(0, n_stuff, size=(g.shape[0], 1, 1))
+        vec = vecs["class"][g] + vecs["part"][g, vecs["part_of_pos"][None]]
+        bg = vecs["stuff"][np.broadcast_to(stuff, g.shape)]
+        vec = np.where((g == 0)[..., None], bg, vec)
+        vec += rng.standard_normal(vec.shape, dtype=np.float32) * 0.9
+        yield start, vec
+
+
+def synthetic_attention(tok_gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(N, 28, 28)`` uint8 attention masks: the object tokens with 10 % of all tokens flipped."""
+    return ((tok_gt != 0) ^ (rng.random(tok_gt.shape) < 0.10)).astype(np.uint8)
+
+
 def build_inputs(work: Path, seed: int = 0) -> dict[str, Any]:
     """Ground truth, tokens and attention masks for train and val from the real masks."""
     from leopart.data.masks import ground_truth
 
     rng = np.random.default_rng(seed)
-    dim, n_classes, n_parts, n_stuff = 384, 21, 3, 6
-    class_vec = rng.standard_normal((n_classes, dim)).astype(np.float32) * 1.0
-    part_vec = rng.standard_normal((n_classes, n_parts, dim)).astype(np.float32) * 0.6
-    stuff_vec = rng.standard_normal((n_stuff, dim)).astype(np.float32) * 0.8
-    rows, cols = np.meshgrid(np.arange(28), np.arange(28), indexing="ij")
-    part_of_pos = ((rows // 6) + (cols // 9)) % n_parts  # (28, 28) part layout
+    vecs = synthetic_vectors(rng)
+    dim = vecs["class"].shape[1]
     for split in ("train", "val"):
         index = voc_split_index(MASKS, split, require_images=False)
         gt = ground_truth(index.mask_paths, 21, 448, 100, progress=False)
         save_npy(work / f"gt_{split}.npy", gt)
-        tok_gt = ground_truth(index.mask_paths, 21, 448, 28, progress=False)
-        tok_gt = np.where(tok_gt == 255, 0, tok_gt).astype(np.int64)
+        tok_gt = token_ground_truth(index.mask_paths)
         n = len(index)
-        tokens = work / f"{split}_tokens.npy"
-        with npy_writer(tokens, (n, 28, 28, dim), np.float32) as out:
-            for start in range(0, n, 128):
-                g = tok_gt[start:start + 128]
-                stuff = rng.integers(0, n_stuff, size=(g.shape[0], 1, 1))
-                vec = class_vec[g] + part_vec[g, part_of_pos[None]]
-                bg = stuff_vec[np.broadcast_to(stuff, g.shape)]
-                vec = np.where((g == 0)[..., None], bg, vec)
-                vec += rng.standard_normal(vec.shape, dtype=np.float32) * 0.9
-                out[start:start + g.shape[0]] = vec
-        attn = (tok_gt != 0) ^ (rng.random(tok_gt.shape) < 0.10)
-        save_npy(work / f"attn_{split}.npy", attn.astype(np.uint8))
+        with npy_writer(work / f"{split}_tokens.npy", (n, 28, 28, dim), np.float32) as out:
+            for start, vec in token_chunks(tok_gt, rng, vecs):
+                out[start:start + vec.shape[0]] = vec
+        save_npy(work / f"attn_{split}.npy", synthetic_attention(tok_gt, rng))
     return input_paths(work)
 
 
-def measure(name: str, fn: Callable[[], None]) -> tuple[float, float]:
-    """Run ``fn`` in a forked child; return (wall seconds, child peak RSS in MiB)."""
+def measure(name: str, fn: Callable[[], None]) -> tuple[float, float, float]:
+    """Run ``fn`` in a forked child; return (wall s, child CPU s, child peak RSS MiB). CPU time
+    depends less than wall time on other load of the machine."""
     start = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # child
@@ -107,9 +127,9 @@ def measure(name: str, fn: Callable[[], None]) -> tuple[float, float]:
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"benchmark stage {name} failed")
-    rss_mib = usage.ru_maxrss / 1024.0
-    print(f"{name:<28s} {seconds:7.2f} s  peak_rss {rss_mib:8.1f} MiB", flush=True)
-    return seconds, rss_mib
+    cpu, rss_mib = usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
+    print(f"{name:<28s} {seconds:7.2f} s  cpu {cpu:7.2f} s  peak_rss {rss_mib:8.1f} MiB", flush=True)
+    return seconds, cpu, rss_mib
 
 
 def main() -> None:
@@ -146,13 +166,13 @@ def main() -> None:
     pca_cfg = {"dim": 50, "max_points_per_d": 1000, "seed": 1234}
     stages: list[tuple[str, Callable[[], None]]] = []
 
-    def add(name: str, fn: Callable[[Any], None], smk: Smk) -> None:
+    def add(name: str, fn: Callable[[Any], None], smk: StageCall) -> None:
         stages.append((name, lambda: fn(smk)))
 
     add("standardise+PCA-50 trainval", pca, Smk(
         {"train": tr["tokens"], "val": va["tokens"]},
         {"train": d / "pca_train.npy", "val": d / "pca_val.npy", "model": d / "pca.npz"},
-        {"pca": pca_cfg}, {"model": "bench", "fit": "trainval"}))
+        {"pca": pca_cfg, "fit": "trainval", "val_limit": None}, {"model": "bench"}))
     for s in range(5):
         add(f"K=21 val seed {s}", overcluster_kmeans, Smk(
             {"val": d / "pca_val.npy"}, {"labels": d / f"oc_{s}.npy"},
@@ -170,7 +190,7 @@ def main() -> None:
         {"train_fg": d / "fg_train.npy", "val_fg": d / "fg_val.npy",
          "clusters": d / "clusters.parquet", "threshold": d / "threshold.json"},
         {"cut_range": [0.55, 0.75], "round_step": 0.05, "threshold": None, "eval_size": 100},
-        {"ck": 200, "cs": 0}))
+        {"cbfe_k": 200, "cbfe_seed": 0}))
     fg_in = {"train": d / "pca_train.npy", "val": d / "pca_val.npy",
              "train_fg": d / "fg_train.npy", "val_fg": d / "fg_val.npy"}
     for k, seeds in ((20, range(5)), (149, [0])):
@@ -186,11 +206,12 @@ def main() -> None:
         {"train": d / "fg149_0_train.npy", "val": d / "fg149_0_val.npy"},
         {"matrix": d / "cooc.npy", "appearances": d / "appear.npy"}, {"eval_size": 100}, {"k": 149}))
     add("edges wt=0.09", cd_edges, Smk({"matrix": d / "cooc.npy"}, {"edges": d / "edges.parquet"},
-                                       {}, {"wt": 0.09}))
+                                       {}, {"weight_threshold": 0.09}))
     add("Infomap x10", infomap, Smk(
         {"edges": d / "edges.parquet", "matrix": d / "cooc.npy"},
         {"communities": d / "comms.parquet", "runs": d / "runs.parquet"},
-        {"seeds": list(range(1, 11)), "two_level": True, "num_trials": 1}, {"mt": 2.0, "pm": 20}))
+        {"seeds": list(range(1, 11)), "two_level": True, "num_trials": 1},
+        {"markov_time": 2.0, "preferred_modules": 20}))
     add("CD merge + score x10", cd_score, Smk(
         {"communities": d / "comms.parquet", "labels": d / "fg149_0_val.npy", "gt": va["gt"]},
         {"merged": d / "merged.npy", "metrics": d / "cd.json"},
@@ -198,7 +219,7 @@ def main() -> None:
 
     total, peak = 0.0, 0.0
     for name, fn in stages:
-        seconds, rss = measure(name, fn)
+        seconds, _, rss = measure(name, fn)
         total += seconds
         peak = max(peak, rss)
     import json

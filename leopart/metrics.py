@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from leopart.errors import LeopartError
 
@@ -34,14 +33,21 @@ class MatchResult:
     """Result of matching predicted labels to ground-truth classes.
 
     Attributes:
-        miou: mean IoU over all ``C`` ground-truth classes (classes never predicted score 0).
-        iou: ``(C,)`` float64 per-class IoU after remapping.
+        miou: mean IoU over the ground-truth classes *present* (at least one valid GT pixel); a
+            present class never predicted scores 0; NaN when no class is present (all-ignore GT).
+            On PVOC val every one of the 21 classes is present, so this is the paper's mean.
+        iou: ``(C,)`` float64 per-class IoU after remapping; NaN for classes absent from the GT.
         mapping: ``(P,)`` int64, ``mapping[p]`` = GT class that predicted label ``p`` is mapped to.
     """
 
     miou: float
     iou: np.ndarray
     mapping: np.ndarray
+
+    @property
+    def classes_present(self) -> int:
+        """Number of ground-truth classes the mean runs over (non-NaN entries of ``iou``)."""
+        return int(np.count_nonzero(~np.isnan(self.iou)))
 
 
 def confusion_matrix(
@@ -125,11 +131,13 @@ confusion = confusion_matrix
 
 
 def _iou_from_conf(conf: np.ndarray) -> np.ndarray:
-    """Per-class IoU of a square remapped confusion matrix ``(C, C)``; 0 where TP+FP+FN == 0."""
+    """Per-class IoU of a square remapped confusion matrix ``(C, C)`` (rows = GT classes); NaN
+    for a class without GT pixels (row sum 0), whatever was predicted as it."""
     tp = np.diag(conf).astype(np.float64)
-    denom = conf.sum(axis=1) + conf.sum(axis=0) - np.diag(conf)
-    out = np.zeros(conf.shape[0], dtype=np.float64)
-    np.divide(tp, denom, out=out, where=denom > 0)
+    gt_pixels = conf.sum(axis=1)
+    denom = gt_pixels + conf.sum(axis=0) - np.diag(conf)
+    out = np.full(conf.shape[0], np.nan, dtype=np.float64)
+    np.divide(tp, denom, out=out, where=gt_pixels > 0)
     return out
 
 
@@ -153,7 +161,9 @@ def miou_from_mapping(conf: np.ndarray, mapping: np.ndarray) -> MatchResult:
     onehot[np.arange(p), mapping] = 1
     remapped = conf @ onehot
     iou = _iou_from_conf(remapped)
-    return MatchResult(miou=float(iou.mean()), iou=iou, mapping=mapping)
+    present = ~np.isnan(iou)
+    miou = float(iou[present].mean()) if present.any() else float("nan")
+    return MatchResult(miou=miou, iou=iou, mapping=mapping)
 
 
 def hungarian_miou(conf: np.ndarray) -> MatchResult:
@@ -162,7 +172,8 @@ def hungarian_miou(conf: np.ndarray) -> MatchResult:
     ``A[c, p] = IoU(GT == c, pred == p)`` (0 where the union is empty);
     ``scipy.optimize.linear_sum_assignment(1 - A)`` with GT classes as rows. Matched labels map to
     their class; unmatched labels (only when ``P > C``) map to class 0. Per-class IoU is computed
-    from the remapped confusion; mIoU is the mean over all ``C`` classes.
+    from the remapped confusion; mIoU is the mean over the classes present in the GT
+    (:class:`MatchResult`).
 
     Args:
         conf: ``(C, P)`` confusion matrix.
@@ -178,6 +189,8 @@ def hungarian_miou(conf: np.ndarray) -> MatchResult:
     union = gt_tot + pred_tot - conf
     score = np.zeros(conf.shape, dtype=np.float64)
     np.divide(conf, union, out=score, where=union > 0)
+    from scipy.optimize import linear_sum_assignment  # scipy.optimize costs ~0.5 s to import
+
     rows, cols = linear_sum_assignment(1.0 - score)
     mapping = np.zeros(conf.shape[1], dtype=np.int64)
     mapping[cols] = rows

@@ -60,3 +60,39 @@ def block_counts(n_in: int, n_out: int) -> np.ndarray:
     replication when clustering at the evaluation resolution without materialising it.
     """
     return np.bincount(nearest_indices(n_in, n_out), minlength=n_in).astype(np.int64)
+
+
+class UpsampledLabels:
+    """``(N, S, S)`` label maps upsampled from ``(N, h, w)`` token labels on access, a slice at a time.
+
+    Stands in for ``upsample_labels(labels, size)`` where a consumer reads image slices
+    (``maps[a:b]``), e.g. :func:`leopart.cd.cooccurrence.cooccurrence`: the full eval-resolution
+    array (``N·S²`` labels, 1.2 GB of int16 for 29k images at 100×100) is never materialised, and
+    pages of a memmapped ``labels`` are released after every slice.
+    """
+
+    def __init__(self, labels: np.ndarray, size: int | tuple[int, int], dtype: np.dtype | type = np.int16) -> None:
+        self.labels = labels
+        self.out = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        self.dtype = np.dtype(dtype)
+        self.filename = getattr(labels, "filename", None)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (int(self.labels.shape[0]), *self.out)
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, images: slice) -> np.ndarray:
+        from leopart.io import release_pages
+
+        if not isinstance(images, slice):
+            raise TypeError("UpsampledLabels supports image slices only, e.g. maps[a:b]")
+        out = upsample_labels(np.asarray(self.labels[images], dtype=self.dtype), self.out)
+        release_pages(self.labels)
+        return out

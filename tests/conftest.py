@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,3 +34,35 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+INFOMAP_ENVS = Path(os.environ.get("LEOPART_INFOMAP_ENVS") or REPO_ROOT / "resources" / "envs")
+
+
+@pytest.fixture(scope="session")
+def infomap_authors_env() -> Path:
+    """infomap 2.2.0 (``cd.infomap: authors``), built once into ``resources/envs`` of the checkout
+    (or ``$LEOPART_INFOMAP_ENVS``) and reused by later sessions. The first build needs PyPI (or a
+    pip cache holding the wheel) and a C++ compiler: about 3 CPU-minutes."""
+    from leopart.cd.infomap_env import ensure_infomap_env
+
+    return ensure_infomap_env(root=INFOMAP_ENVS)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+@contextlib.contextmanager
+def http_server(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` over HTTP on 127.0.0.1 (an ephemeral port) and yield the base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

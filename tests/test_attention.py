@@ -167,3 +167,22 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
         load_attention_masks(tmp_path / "m.png")
     with pytest.raises(LeopartError, match=r"absent.npy: attention mask file is missing"):
         load_attention_masks(tmp_path / "absent.npy")
+
+
+def test_import_attention_masks_in_chunks(tmp_path: Path) -> None:
+    from leopart.features.attention import import_attention_masks
+
+    masks = (torch.rand(9, 1, 6, 6, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    torch.save(masks, tmp_path / "attn_dino_train.pt")
+    info = import_attention_masks(tmp_path / "attn_dino_train.pt", tmp_path / "out.npy",
+                                  expected_count=9, grid=6, chunk_images=4)
+    out = np.load(tmp_path / "out.npy")
+    assert out.dtype == np.uint8 and out.shape == (9, 6, 6)
+    np.testing.assert_array_equal(out, masks[:, 0].numpy().astype(np.uint8))
+    assert info["shape"] == [9, 6, 6] and info["fg_fraction"] == pytest.approx(float(masks.mean()))
+    bad = masks.clone()
+    bad[8, 0, 5, 5] = 0.5  # in the last chunk only
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(LeopartError, match=r"bad.pt: attention masks must be 0/1, found values such as \[0.5\]"):
+        import_attention_masks(tmp_path / "bad.pt", tmp_path / "bad.npy", chunk_images=4)
+    assert not (tmp_path / "bad.npy").exists()

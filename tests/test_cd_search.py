@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from leopart.cd import communities
 from leopart.cd.communities import merge_labels, run_infomap
 from leopart.cd.cooccurrence import cooccurrence, edge_list
 from leopart.cd.search import best_setting, merged_confusion, search_cd
 from leopart.errors import LeopartError
-from leopart.evaluate import eval_confusion, score
+from leopart.eval.score import eval_confusion, score
 
 
 def test_merged_confusion_equals_scoring_the_merged_map() -> None:
@@ -48,7 +49,8 @@ def test_search_finds_the_planted_communities() -> None:
     conf = eval_confusion(labels, gt, 3, num_pred=5)
     res = search_cd(matrix, conf, [0.05, 0.3], [1.0], seeds=[1, 2], preferred_modules=None)
     assert list(res.columns) == ["weight_threshold", "markov_time", "seed", "miou", "num_modules",
-                                 "isolated_labels", "edges"]
+                                 "isolated_labels", "edges", "codelength", "infomap_version", "infomap"]
+    assert (res.infomap == "current").all() and (res.infomap_version == communities.infomap.__version__).all()
     assert len(res) == 4
     # wt 0.05 keeps the background edges: everything is one community; wt 0.3 keeps only the two
     # part pairs, the background label is isolated (module 0, matched to background): perfect

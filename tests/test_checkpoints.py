@@ -96,7 +96,8 @@ def test_leopart_lightning_checkpoint_uses_student(tmp_path: Path, source: nn.Mo
 
 def test_leopart_fallback_without_model_prefix(source: nn.Module) -> None:
     sd = source.state_dict()
-    state = extract_backbone_state({f"backbone.{k}": v for k, v in sd.items()} | {"prototypes.weight": torch.zeros(3)}, "leopart")
+    ckpt = {f"backbone.{k}": v for k, v in sd.items()} | {"prototypes.weight": torch.zeros(3)}
+    state = extract_backbone_state(ckpt, "leopart")
     assert set(state) == set(sd)
 
 
@@ -175,7 +176,8 @@ def test_custom_class_refused_unless_trusted(tmp_path: Path, source: nn.Module) 
     with pytest.raises(LeopartError) as info:
         load_checkpoint_file(path)
     msg = str(info.value)
-    assert msg.startswith(f"{path}: checkpoint needs full unpickling; set models.<name>.weights.trust: true")
+    assert msg.startswith(f"{path}: checkpoint needs full unpickling, which would execute code")
+    assert "models.<name>.weights.trust: true" in msg and "weights_only" not in msg
     assert "Custom" in msg and "\n" not in msg
     ckpt = load_checkpoint_file(path, trust=True)
     assert isinstance(ckpt["extra"], Custom)
@@ -248,3 +250,100 @@ def test_random_and_unknown_sources(tmp_path: Path) -> None:
         load_backbone_weights(model, tmp_path / "x.pth", "imagenet")
     with pytest.raises(LeopartError, match="no key ending in 'cls_token'"):
         extract_backbone_state({"teacher": {"backbone.x": torch.zeros(1)}}, "dino")
+
+
+_MARKER_RUNS: list[str] = []
+
+
+def _marker(path: str) -> int:
+    """Stand-in for a payload: records that it ran and creates ``path``."""
+    _MARKER_RUNS.append(path)
+    Path(path).touch()
+    return 0
+
+
+class _SystemPayload:
+    """Pickles as a call of ``os.system`` (what a malicious checkpoint does)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _MarkerPayload:
+    """Pickles as a call of the harmless module-level :func:`_marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_marker, (str(self.marker),))
+
+
+@pytest.mark.parametrize("payload", [_SystemPayload, _MarkerPayload])
+@pytest.mark.parametrize("legacy", [False, True])
+def test_code_executing_pickle_is_refused_with_one_honest_message(
+    tmp_path: Path, source: nn.Module, payload: type, legacy: bool
+) -> None:
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": source.state_dict(), "x": payload(marker)}, path,
+               _use_new_zipfile_serialization=not legacy)
+    _MARKER_RUNS.clear()
+    for loader in (lambda: load_checkpoint_file(path), lambda: load_backbone_weights(tiny(2), path, "local")):
+        with pytest.raises(LeopartError) as info:
+            loader()
+        msg = str(info.value)
+        assert msg.startswith(f"{path}: checkpoint needs full unpickling, which would execute code")
+        assert "models.<name>.weights.trust: true" in msg
+        assert "not a readable" not in msg and "weights_only" not in msg and "\n" not in msg
+        assert ("system" if payload is _SystemPayload else "_marker") in msg
+    assert not marker.exists() and _MARKER_RUNS == []
+
+
+def test_raw_pickle_with_payload_is_refused_not_called_corrupt(tmp_path: Path) -> None:
+    """A plain ``pickle.dump`` file (protocol 4, not torch's format) with a payload."""
+    import pickle
+
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"x": _SystemPayload(marker)}, protocol=4))
+    with pytest.raises(LeopartError) as info:
+        load_checkpoint_file(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: checkpoint needs full unpickling, which would execute code")
+    assert "system" in msg and "weights_only" not in msg
+    assert not marker.exists()
+
+
+def test_allow_list_is_documented_where_trust_is() -> None:
+    """Every class loadable without ``trust`` is named in the schema's description of ``trust``;
+    the PVOC config does not claim that the (allow-listed) DINO checkpoint needs trust."""
+    import yaml
+
+    from leopart.models.checkpoints import _SAFE_GLOBALS
+
+    root = Path(__file__).resolve().parents[1]
+    schema = yaml.safe_load((root / "leopart" / "schemas" / "config.schema.yaml").read_text())
+
+    def find_trust(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("trust"), dict):
+                return node["trust"]
+            for v in node.values():
+                if (found := find_trust(v)) is not None:
+                    return found
+        return None
+
+    description = find_trust(schema).get("description", "")
+    for cls in _SAFE_GLOBALS:
+        assert f"{cls.__module__}.{cls.__qualname__}" in description
+    assert "weights_only" not in description
+    pvoc = (root / "config" / "pvoc.yaml").read_text()
+    dino_trust = [line for line in pvoc.splitlines() if line.strip().startswith("trust:")][0]
+    assert "trust: false" in dino_trust and "set true" not in dino_trust
+    assert "argparse.Namespace" in dino_trust

@@ -120,3 +120,20 @@ def test_edge_list_hand_example() -> None:
     assert edges["source"].dtype.kind == "i" and edges["weight"].dtype == np.float64
     assert len(edge_list(a, 0.31)) == 0
     assert len(edge_list(a, 0.0)) == 6 - 3  # (0,1),(0,2),(1,2); pairs with label 3 are NaN
+
+
+def test_lazily_upsampled_maps_give_the_same_matrix(tmp_path) -> None:
+    """UpsampledLabels (chunk-wise upsampling from a memmap) equals upsampling the whole array."""
+    from leopart.cd.cooccurrence import cooccurrence
+    from leopart.resample import UpsampledLabels, upsample_labels
+
+    tok = np.random.default_rng(5).integers(0, 6, size=(37, 7, 7)).astype(np.int32)
+    np.save(tmp_path / "tok.npy", tok)
+    lazy = UpsampledLabels(np.load(tmp_path / "tok.npy", mmap_mode="r"), 25)
+    assert lazy.shape == (37, 25, 25) and lazy.ndim == 3
+    np.testing.assert_array_equal(lazy[3:9], upsample_labels(tok[3:9].astype(np.int16), 25))
+    eager = upsample_labels(tok.astype(np.int16), 25)
+    a_lazy, n_lazy = cooccurrence([lazy, lazy], 6, images_per_chunk=8)
+    a_eager, n_eager = cooccurrence([eager, eager], 6, images_per_chunk=8)
+    np.testing.assert_array_equal(a_lazy, a_eager)
+    np.testing.assert_array_equal(n_lazy, n_eager)

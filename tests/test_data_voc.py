@@ -76,6 +76,60 @@ def test_find_voc_root_missing(tmp_path):
     assert str(exc.value) == f"{tmp_path}: no PVOC dataset found (expected VOCSegmentation/ or VOCdevkit/VOC2012/)"
 
 
+@pytest.mark.parametrize(("make", "remove", "message"), [
+    ("official", ["SegmentationClass"], "VOCdevkit/VOC2012: found, but SegmentationClass/ is missing"),
+    ("official", ["ImageSets"], "VOCdevkit/VOC2012: found, but ImageSets/Segmentation/ is missing"),
+    ("official", ["ImageSets", "SegmentationClass"],
+     "VOCdevkit/VOC2012: found, but ImageSets/Segmentation/ and SegmentationClass/ are missing"),
+    ("official", ["ImageSets", "SegmentationClass", "JPEGImages", "."], "VOCdevkit: found, but VOC2012/ is missing"),
+    ("authors", ["sets"], "VOCSegmentation: found, but sets/ is missing"),
+    ("authors", ["SegmentationClass", "SegmentationClassAug"],
+     "VOCSegmentation: found, but SegmentationClass/ (or SegmentationClassAug/) is missing"),
+])
+def test_find_voc_root_names_the_missing_piece(tmp_path, make, remove, message):
+    """A layout folder that exists but lacks a sub-folder: the message says which (not 'no dataset')."""
+    import shutil
+
+    if make == "official":
+        root = make_official_layout(tmp_path / "VOCdevkit" / "VOC2012")
+    else:
+        root = make_authors_layout(tmp_path) / "VOCSegmentation"
+    for name in remove:
+        shutil.rmtree(root / name)
+    with pytest.raises(LeopartError) as exc:
+        find_voc_root(tmp_path)
+    assert str(exc.value) == f"{tmp_path}/{message}"
+    with pytest.raises(LeopartError, match="dataset folder is missing"):
+        find_voc_root(tmp_path / "nope")
+
+
+def test_images_found_by_stem_with_any_extension_and_any_class_count(tmp_path, monkeypatch):
+    """.JPG / .png / .tiff images are found by stem (case-insensitive) in one directory listing;
+    any number of names; class names follow num_classes or dataset.class_names."""
+    import os
+
+    root = make_official_layout(tmp_path, images=False)
+    img = root / "JPEGImages"
+    img.mkdir()
+    rng = np.random.default_rng(3)
+    for name, ext in zip(TRAIN, (".JPG", ".png", ".tiff"), strict=True):
+        Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(img / f"{name}{ext}")
+    (img / f"{TRAIN[0]}.txt").write_text("not an image")  # ignored: not an image extension
+    listed = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda d: listed.append(Path(d)) or real_listdir(d))
+    index = voc_split_index(root, "train", num_classes=11)
+    assert listed.count(img) == 1
+    assert [p.name for p in index.image_paths] == [f"{TRAIN[0]}.JPG", f"{TRAIN[1]}.png", f"{TRAIN[2]}.tiff"]
+    assert index.class_names == ["background"] + [f"class {i}" for i in range(1, 11)]
+    assert voc_split_index(root, "train").class_names == VOC_CLASSES  # 21 classes: VOC's names
+    names = ["background", "road", "car"]
+    assert voc_split_index(root, "train", num_classes=3, class_names=names).class_names == names
+    Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(img / f"{TRAIN[0]}.png")
+    with pytest.raises(LeopartError, match=rf"several images named '{TRAIN[0]}'"):
+        voc_split_index(root, "train")
+
+
 def test_authors_layout_splits(tmp_path):
     root = make_authors_layout(tmp_path)
     voc = root / "VOCSegmentation"
@@ -104,7 +158,7 @@ def test_missing_files_and_counts(tmp_path):
     root = make_authors_layout(tmp_path)
     voc = root / "VOCSegmentation"
     (voc / "images" / f"{TRAIN[1]}.jpg").unlink()
-    with pytest.raises(LeopartError, match=rf"{TRAIN[1]}\.jpg: image listed in .*sets/train\.txt is missing"):
+    with pytest.raises(LeopartError, match=rf"{TRAIN[1]}\.\*: image listed in .*sets/train\.txt is missing"):
         voc_split_index(root, "train")
     # mask-only use does not need the images; an incomplete image set gives a mask-only index
     assert voc_split_index(root, "train", require_images=False).image_paths is None
@@ -128,7 +182,7 @@ def test_real_mask_folder(voc_masks_dir):
     assert val.image_paths is None and val.names[0] == "2007_000033"
     train = voc_split_index(voc_masks_dir, "train", require_images=False, expected_count=1464)
     assert not set(train.names) & set(val.names)
-    with pytest.raises(LeopartError, match=r"JPEGImages/2007_000033\.jpg: image listed in .*val\.txt is missing"):
+    with pytest.raises(LeopartError, match=r"JPEGImages/2007_000033\.\*: image listed in .*val\.txt is missing"):
         voc_split_index(voc_masks_dir, "val")
 
 
@@ -199,3 +253,4 @@ def test_image_dataset_errors(tmp_path):
         ds[0]
     with pytest.raises(LeopartError, match=r"missing\.jpg: image file is missing"):
         ds[1]
+

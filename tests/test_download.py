@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import io
+import re
 import shutil
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import http_server
+from test_data_voc import make_authors_layout
 
-from leopart.data.download import (direct_download_url, download, looks_like_html,
-                                   safe_extract)
+from leopart.data.download import check_archive, direct_download_url, download, looks_like_html, safe_extract
 from leopart.data.voc import voc_split_index
 from leopart.errors import LeopartError
 from leopart.io import sha256_file
 
-from test_data_voc import make_authors_layout
-
 INVALID = "not a valid zip/tar archive (truncated or wrong file?)"
 
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +29,8 @@ def served(tmp_path_factory):
     src = make_authors_layout(tmp_path_factory.mktemp("src"))
     shutil.make_archive(str(folder / "voc_data"), "zip", root_dir=src)
     (folder / "page.html").write_text("<!DOCTYPE html>\n<html><body>Dropbox - log in</body></html>\n")
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with http_server(folder) as url:
+        yield folder, url
 
 
 def test_direct_download_url():
@@ -186,3 +174,51 @@ def test_corrupt_member_mid_extraction_leaves_nothing(tmp_path):
     with pytest.raises(LeopartError, match=r"c\.zip: not a valid zip/tar archive"):
         safe_extract(archive, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zip"]
+
+
+def test_truncated_download_of_an_archive_keeps_no_file(served, tmp_path):
+    """A server that sends a complete response holding a cut archive (no Content-Length mismatch,
+    no checksum configured): with ``verify=check_archive`` nothing is kept, so a rerun after the
+    server is fixed downloads again instead of failing the same way."""
+    folder, url = served
+    data = (folder / "voc_data.zip").read_bytes()
+    (folder / "cut.zip").write_bytes(data[: len(data) // 2])
+    dest = tmp_path / "dl" / "voc_data.zip"
+    with pytest.raises(LeopartError, match=r"cut\.zip: not a valid zip/tar archive .*\(file not kept\)"):
+        download(f"{url}/cut.zip", dest, verify=check_archive)
+    assert list(dest.parent.iterdir()) == []
+    digest = download(f"{url}/voc_data.zip", dest, verify=check_archive)
+    assert digest == sha256_file(dest)
+
+
+def test_check_archive_detects_a_corrupt_member(tmp_path):
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("x.txt", b"hello world" * 100)
+    check_archive(archive)                       # intact
+    raw = bytearray(archive.read_bytes())
+    raw[raw.index(b"hello") + 3] ^= 0xFF         # flip a payload byte: the central directory is intact
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(LeopartError, match=r"a\.zip: corrupt zip archive \(member 'x\.txt' fails its CRC\)"):
+        check_archive(archive)
+    text = tmp_path / "t.zip"
+    text.write_text("not an archive")
+    with pytest.raises(LeopartError, match=rf"t\.zip: {re.escape(INVALID)}"):
+        check_archive(text)
+
+
+def test_unreadable_archive_is_removed_so_the_next_run_downloads_again(tmp_path):
+    archive = tmp_path / "voc_data.zip"
+    archive.write_bytes(b"PK\x03\x04 cut short")
+    record = tmp_path / "voc_data.zip.json"
+    record.write_text("{}")
+    with pytest.raises(LeopartError) as exc:
+        safe_extract(archive, tmp_path / "out", remove_invalid=[archive, record])
+    assert str(exc.value) == (f"{archive}: {INVALID}; removed {archive}, {record} so that the next run "
+                              "downloads it again")
+    assert not archive.exists() and not record.exists() and not (tmp_path / "out").exists()
+    # an unsafe (but readable) archive is refused and kept: deleting it would not help
+    unsafe = _zip(tmp_path / "unsafe.zip", ["../evil.txt"])
+    with pytest.raises(LeopartError, match="refusing to extract"):
+        safe_extract(unsafe, tmp_path / "out", remove_invalid=[unsafe])
+    assert unsafe.exists()

@@ -189,3 +189,63 @@ def test_fg_kmeans_spherical_and_errors() -> None:
         fg_kmeans(tokens, fg, bw, KMeansParams(k=10000), key="fg.k")
     with pytest.raises(LeopartError, match="shape"):
         fg_kmeans(tokens, fg[:, :4], bw, params)
+
+
+def test_results_do_not_depend_on_the_thread_count() -> None:
+    """faiss' distance sgemm rounds differently per OpenMP/BLAS thread count; results must not."""
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((60, 50)).astype(np.float32)
+    x = (centres[rng.integers(0, 60, 20_000)] + 0.9 * rng.standard_normal((20_000, 50))).astype(np.float32)
+    tokens = x.reshape(200, 10, 10, 50)
+    fg = rng.random((200, 10, 10)) < 0.7
+    weights = eval_block_weights((10, 10), 23)
+    runs = {}
+    before = faiss.omp_get_max_threads()
+    try:
+        for threads in (1, 2, 3):
+            faiss.omp_set_num_threads(threads)
+            plain = kmeans(x, KMeansParams(k=50, seed=1, niter=10, nredo=1))
+            sph = kmeans(x, KMeansParams(k=40, seed=2, niter=5, nredo=1, spherical=True))
+            fgl = fg_kmeans(tokens, fg, weights, KMeansParams(k=30, seed=0, niter=5, nredo=1))
+            runs[threads] = (plain.labels, plain.centroids, np.float64(plain.objective),
+                             sph.labels, sph.centroids, np.float64(sph.objective), fgl)
+    finally:
+        faiss.omp_set_num_threads(before)
+    for threads in (2, 3):
+        for a, b in zip(runs[1], runs[threads]):
+            assert a.tobytes() == b.tobytes()
+
+
+# ------------------------------------------------------------------ bounded memory and devices
+
+
+@pytest.mark.parametrize("spherical", [False, True])
+def test_streamed_kmeans_equals_faiss_on_the_concatenation(tmp_path, spherical: bool) -> None:
+    """Parts (float16 memmaps) give bit-identical centroids/labels to faiss on the whole float32 array."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6000, 6)).astype(np.float16)
+    np.save(tmp_path / "a.npy", x[:3500])
+    np.save(tmp_path / "b.npy", x[3500:])
+    parts = [np.load(tmp_path / "a.npy", mmap_mode="r"), np.load(tmp_path / "b.npy", mmap_mode="r")]
+    params = KMeansParams(k=5, seed=7, spherical=spherical, niter=15, nredo=2, max_points_per_centroid=100)
+    res = kmeans(parts, params)  # 6000 > 5 * 100: faiss would subsample 500 rows
+    ref = faiss.Kmeans(6, 5, niter=15, nredo=2, seed=7, spherical=spherical, max_points_per_centroid=100,
+                       min_points_per_centroid=39)
+    full = x.astype(np.float32)
+    ref.train(full)
+    np.testing.assert_array_equal(res.centroids, ref.centroids)
+    np.testing.assert_array_equal(res.labels, ref.index.search(full, 1)[1][:, 0])
+    assert res.objective == pytest.approx(float(ref.obj[-1]), rel=0, abs=0)
+
+
+def test_kmeans_on_cuda_without_gpu_names_the_key() -> None:
+    from leopart.cluster.kmeans import gpu_available
+
+    if gpu_available():
+        pytest.skip("a faiss GPU is available here")
+    x, _ = _blobs()
+    with pytest.raises(LeopartError, match=r"^kmeans.device = 'cuda' but faiss has no GPU"):
+        kmeans(x, KMeansParams(k=4, device="cuda", **FAST))
+    with pytest.raises(LeopartError, match=r"kmeans.device = 'cuda'"):
+        fg_kmeans(x.reshape(8, 10, 10, 8), np.ones((8, 10, 10), bool), np.ones((10, 10), np.int64),
+                  KMeansParams(k=4, device="cuda", **FAST))

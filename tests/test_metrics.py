@@ -13,6 +13,7 @@ from leopart.metrics import (
     confusion_matrix,
     hungarian_miou,
     many_to_one_miou,
+    miou_from_mapping,
     per_image_fg_iou,
 )
 
@@ -66,6 +67,42 @@ def test_hungarian_fewer_preds_than_classes() -> None:
     assert res.miou == pytest.approx((4 / 5 + 5 / 6) / 3)
 
 
+def test_miou_averages_over_the_classes_present_in_the_ground_truth() -> None:
+    """A road scene labelled with 11 of 21 classes (the rest never appear in the GT): the mean runs
+    over the 11 present classes; averaging over all 21 with absent classes as 0 would give
+    11/21 of it. Absent classes are NaN even when a label was matched to them."""
+    present = np.array([0, 2, 6, 7, 9, 11, 13, 14, 15, 16, 19])  # 11 classes
+    ious = np.array([0.9, 0.1, 0.3, 0.5, 0.2, 0.0, 0.4, 0.6, 0.25, 0.15, 0.05])
+    # diagonal-ish confusion per present class c: tp pixels on c, fn pixels on an extra label 21+i
+    # so that IoU_c = tp / (tp + fn) exactly; absent classes have no GT pixel
+    conf = np.zeros((21, 21 + present.size), dtype=np.int64)
+    for i, (c, v) in enumerate(zip(present, ious, strict=True)):
+        conf[c, c] = round(v * 100)
+        conf[c, 21 + i] = 100 - round(v * 100)
+    res = miou_from_mapping(conf, np.concatenate([np.arange(21), np.full(present.size, 1)]))
+    # the extra labels are mapped to class 1, absent from the GT: pure false positives, still NaN
+    expected = np.full(21, np.nan)
+    expected[present] = ious
+    np.testing.assert_allclose(res.iou, expected)
+    assert res.classes_present == 11
+    assert res.miou == pytest.approx(ious.sum() / 11)  # 0.3136..., not ious.sum() / 21 = 0.1643
+    assert res.miou != pytest.approx(ious.sum() / 21)
+    # Hungarian on the same confusion: the same present-class mean, one-to-one labels
+    hung = hungarian_miou(conf)
+    assert hung.classes_present == 11 and np.isnan(hung.iou[1])
+    assert hung.miou == pytest.approx(np.nanmean(hung.iou))
+
+
+def test_all_ignore_ground_truth_gives_nan_not_zero(caplog: pytest.LogCaptureFixture) -> None:
+    from leopart.eval.score import score
+
+    gt = np.full((2, 4, 4), 255, dtype=np.uint8)
+    with caplog.at_level("WARNING"):
+        rec = score(np.zeros((2, 2, 2), dtype=np.int64), gt, 3, "hungarian")
+    assert np.isnan(rec["miou"]) and rec["classes"] == 0 and all(np.isnan(rec["iou_per_class"]))
+    assert "no valid pixel" in caplog.text
+
+
 # --------------------------------------------------------------------------- properties
 
 
@@ -79,7 +116,8 @@ def _random_case(rng: np.random.Generator, c: int, p: int, shape=(3, 17, 19)):
 
 
 def _brute_hungarian(gt: np.ndarray, pred: np.ndarray, c: int, p: int) -> tuple[float, np.ndarray]:
-    """The authors' formulation: IoU per (c, p) by full scans, assignment, remap pixels."""
+    """The authors' formulation: IoU per (c, p) by full scans, assignment, remap pixels; the mean
+    over the classes present in the GT (on PVOC val all 21 are)."""
     valid = gt != 255
     g, q = gt[valid].astype(np.int64), pred[valid]
     score = np.zeros((c, p))
@@ -94,9 +132,11 @@ def _brute_hungarian(gt: np.ndarray, pred: np.ndarray, c: int, p: int) -> tuple[
         remapped[q == col] = r
     ious = []
     for ci in range(c):
+        if not np.any(g == ci):
+            continue  # absent from the GT: not averaged
         tp = np.sum((g == ci) & (remapped == ci))
         den = np.sum((g == ci) | (remapped == ci))
-        ious.append(tp / den if den else 0.0)
+        ious.append(tp / den)
     mapping = np.zeros(p, dtype=np.int64)
     mapping[cols] = rows
     return float(np.mean(ious)), mapping
@@ -176,9 +216,10 @@ def test_real_voc_masks(voc_masks_dir) -> None:
     pred = perm[np.where(gt == 255, 0, gt)]
     present = np.unique(gt[gt != 255])
     res = hungarian_miou(confusion_matrix(gt, pred, 21, 21))
-    # classes present score 1; absent classes have an empty union and score 0 (spec §6.1)
-    np.testing.assert_array_equal(res.iou, np.isin(np.arange(21), present).astype(float))
-    assert res.miou == pytest.approx(present.size / 21)
+    # classes present score 1; classes absent from the GT are NaN and not averaged
+    np.testing.assert_array_equal(res.iou, np.where(np.isin(np.arange(21), present), 1.0, np.nan))
+    assert res.miou == pytest.approx(1.0)
+    assert res.classes_present == present.size
     # corrupt a block of predictions and compare with the pixel-level formulation
     pred[: pred.size // 3] = rng.integers(0, 21, size=pred.size // 3)
     gt, pred = gt[::9], pred[::9]  # keep the brute force short

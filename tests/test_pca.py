@@ -181,3 +181,28 @@ def test_save_load_roundtrip(tmp_path) -> None:
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(LeopartError, match="bad.npz"):
         load_pca(tmp_path / "bad.npz")
+
+
+def _fit_and_write(arrays: list[np.ndarray], out) -> list[bytes]:
+    mean, scale = fit_standardiser(arrays, progress=False)
+    model = fit_pca(arrays, mean, scale, dim=16, progress=False)
+    save_pca(out / "pca.npz", model)
+    transform_to(arrays, model, [out / "a.npy", out / "b.npy"], progress=False)
+    return [(out / name).read_bytes() for name in ("pca.npz", "a.npy", "b.npy")]
+
+
+def test_pca_bytes_do_not_depend_on_the_blas_thread_count(tmp_path) -> None:
+    """Threaded OpenBLAS sgemm/eigh round differently per thread count; the artefacts must not."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(5)
+    mix = rng.standard_normal((64, 64)).astype(np.float32)
+    arrays = [(rng.standard_normal((n, 8, 8, 64)).astype(np.float32) @ mix) + 1.5 for n in (48, 40)]
+    results = {}
+    for threads in (1, 2, 3):
+        out = tmp_path / f"t{threads}"
+        out.mkdir()
+        with threadpool_limits(limits=threads, user_api="blas"):
+            results[threads] = _fit_and_write(arrays, out)
+    assert results[1] == results[2] == results[3]
+

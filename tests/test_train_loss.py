@@ -12,8 +12,8 @@ from torch import nn
 from leopart.errors import LeopartError
 from leopart.train.heads import DINOHead, ProjectionHead, Prototypes
 from leopart.train.leopart_loss import LeopartLoss, roi_align_boxes
-from leopart.train.schedules import cosine_schedule, ema_update_, param_groups, set_schedule_values
-
+from leopart.train.model_ema import ema_update_
+from leopart.train.schedules import cosine_schedule, param_groups, set_schedule_values
 
 # ------------------------------------------------------------------ RoI-align
 

@@ -17,6 +17,7 @@ from leopart.train.multicrop import (
     boxes_to_original,
     collate_crops,
     color_jitter,
+    forward_by_resolution,
     random_resized_crop_params,
     relative_boxes,
     to_normalized_tensor,
@@ -160,3 +161,23 @@ def test_fresh_toy_images_are_new_every_epoch_and_reach_the_workers() -> None:
     np.testing.assert_array_equal(np.asarray(fresh[1]), np.asarray(ToyImageDataset(2, 32, seed=7)[1]))
     with pytest.raises(LeopartError, match="cache and fresh"):
         ToyImageDataset(2, 32, cache=True, fresh=True)
+
+
+def test_forward_by_resolution_batches_same_size_runs_and_splits_per_crop() -> None:
+    g = torch.Generator().manual_seed(0)
+    crops = [torch.randn(2, 3, s, s, generator=g) for s in (8, 8, 4, 4, 4, 8)]
+    calls = []
+
+    def fn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(tuple(x.shape))
+        return x.mean(dim=(1, 2, 3)), x.flatten(1).max(dim=1).values
+
+    out = forward_by_resolution(crops, fn)
+    assert calls == [(4, 3, 8, 8), (6, 3, 4, 4), (2, 3, 8, 8)]   # consecutive runs only
+    assert len(out) == len(crops)
+    for c, (mean, top) in zip(crops, out):
+        torch.testing.assert_close(mean, c.mean(dim=(1, 2, 3)))
+        torch.testing.assert_close(top, c.flatten(1).max(dim=1).values)
+    single = forward_by_resolution(crops, lambda x: 2 * x)
+    for c, y in zip(crops, single):
+        assert torch.equal(y, 2 * c)

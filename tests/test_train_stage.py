@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from leopart.errors import LeopartError
-from leopart.stages.features import build_model
+from leopart.models.build import build_model
 from leopart.stages.train import run_training
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -40,6 +40,10 @@ def test_unknown_trainer_key_is_named(tmp_path: Path) -> None:
     section = {"images": {"source": "toy", "n": 4, "seed": 0, "image_size": 32},
                "config": {"epochs": 1, "optim": {"learning_rate": 0.1}}}
     with pytest.raises(LeopartError, match="learning_rate"):
+        run_training("dino", section, tmp_path / "x")
+    # the section is checked against the trainer's schema before the trainer's strict merge
+    message = r"^config: unknown key training\.dino\.config\.optim\.learning_rate \(typo\?\)$"
+    with pytest.raises(LeopartError, match=message):
         run_training("dino", section, tmp_path / "x")
 
 

@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from leopart.errors import LeopartError
+from leopart.train.checkpoint import load_torch
 from leopart.train.dino import DINOTrainer
 from leopart.train.leopart_trainer import LeopartTrainer
-from leopart.train.loop import TrainingInterrupted, load_torch
+from leopart.train.signals import TrainingInterrupted
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -226,3 +227,47 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
     with pytest.raises(LeopartError, match="not a leopart-pipeline training checkpoint"):
         torch.save({"x": 1}, tmp_path / "bad.pt")
         same.resume(tmp_path / "bad.pt")
+
+
+# ------------------------------------------------------------------ teacher EMA order
+
+
+@pytest.mark.parametrize("order", ["after_forward", "before_forward"])
+def test_ema_order_decides_which_teacher_the_forward_sees(order: str) -> None:
+    """Known answer with m = 0.5 (first entry of the momentum schedule): the teacher after one step
+    is m·θ_t + (1−m)·θ_s with θ_s the student before the step; the teacher's forward saw θ_t
+    (authors' order, unit prototypes) or already that blend (``before_forward``)."""
+    cfg = _leopart_cfg(batch_size=1, ema_update=order, loss={"loss_mask": "all", "queue_length": 0},
+                       optim={"momentum_teacher": 0.5})
+    trainer = LeopartTrainer(cfg, _images(1))
+    batch = next(iter(trainer._loader(0, 0)))
+    with torch.no_grad():  # the step's first action, so that θ_t and θ_s are what the step uses
+        trainer.student_module.prototypes.normalize_()
+        trainer.teacher.prototypes.normalize_()
+    theta_t = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    theta_s = {k: v.clone() for k, v in trainer.student_module.state_dict().items()}
+    seen: dict[str, torch.Tensor] = {}
+    hook = trainer.teacher.register_forward_pre_hook(
+        lambda module, args: seen.update({k: v.clone() for k, v in module.state_dict().items()}))
+    values = trainer.train_step(batch)
+    hook.remove()
+    m = values["momentum"]
+    assert m == 0.5
+    blend = {k: m * theta_t[k] + (1 - m) * theta_s[k] for k in theta_t}
+    for k, v in trainer.teacher.state_dict().items():
+        torch.testing.assert_close(v, blend[k], msg=k)
+    expected_seen = theta_t if order == "after_forward" else blend
+    for k, v in seen.items():
+        torch.testing.assert_close(v, expected_seen[k], msg=k)
+    assert not torch.allclose(theta_t["prototypes.proto.weight"], blend["prototypes.proto.weight"])
+    norms = seen["prototypes.proto.weight"].norm(dim=1)
+    if order == "after_forward":
+        torch.testing.assert_close(norms, torch.ones_like(norms))
+    else:
+        assert float(norms.max()) < 1 - 1e-3
+
+
+def test_ema_order_default_is_the_authors_and_others_are_refused() -> None:
+    assert LeopartTrainer.DEFAULT_CONFIG["ema_update"] == "after_forward"
+    with pytest.raises(LeopartError, match="ema_update: expected 'after_forward' or 'before_forward', got 'late'"):
+        LeopartTrainer(_leopart_cfg(ema_update="late"), _images(2))

@@ -43,8 +43,8 @@ def planned_jobs(output: str) -> dict[str, int]:
 
 @pytest.fixture()
 def workdir(tmp_path: Path) -> Path:
-    """A copy of the workflow (Snakefile, rules, config) where a run can write results/."""
-    for item in ("Snakefile", "workflow", "config", "environment.yml"):
+    """A copy of the workflow (Snakefile, rules, config, the toy backbones) where a run can write results/."""
+    for item in ("Snakefile", "workflow", "config", "models", "environment.yml"):
         src = ROOT / item
         if src.is_dir():
             shutil.copytree(src, tmp_path / item)
@@ -76,6 +76,17 @@ def test_default_dry_run_plans_every_row(workdir: Path) -> None:
     assert "train_dino" not in jobs  # the shipped checkpoints are used unless retrain is set
 
 
+def test_robust_overlay_plans_every_seed_of_every_clustering(workdir: Path) -> None:
+    jobs = planned_jobs(smk("results/table5.csv", "-n", "--configfile", "config/config.yaml",
+                            "config/robust.yaml", cwd=workdir).stdout)
+    # 5 CBFE clusterings, each with 5 +CBFE k-means and 5 CD overclusterings (25 Infomap jobs)
+    assert jobs["kmeans_trainval"] == 5 and jobs["cbfe"] == 5
+    assert jobs["fg_kmeans"] == 50 and jobs["fg_score"] == 50
+    assert jobs["infomap"] == jobs["cd_score"] == jobs["cooccurrence"] == 25
+    # 5 K=7 k-means per backbone (the toy default rows DINO and +Leopart use two)
+    assert jobs["overcluster_kmeans"] == 10 and jobs["table5"] == 1
+
+
 @pytest.mark.slow
 def test_mini_run_then_markov_time_change_reruns_only_cd(workdir: Path) -> None:
     cfg_path = workdir / "mini.yaml"
@@ -90,8 +101,27 @@ def test_mini_run_then_markov_time_change_reruns_only_cd(workdir: Path) -> None:
     assert any((workdir / "results" / "mini" / "benchmarks").rglob("*.tsv"))
     # nothing is left to do
     assert planned_jobs(smk("results/table5.csv", "-n", "--configfile", str(cfg_path), cwd=workdir).stdout) == {}
+    sidecar = yaml.safe_load((workdir / "results" / "mini" / "table5.json").read_text())
+    assert [c["comparison"] for c in sidecar["comparisons"]] == [
+        "+ Leopart vs DINO", "+ CBFE vs + Leopart", "+ CD vs + CBFE", "upper bound vs + CD"]
+    assert (workdir / "results" / "mini" / "comparisons.csv").exists()
 
+    # one more seed of a clustering plans only its own branch and the table
     cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["cbfe"]["seeds"] = [0, 1]
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(smk("results/table5.csv", "-n", "--configfile", str(cfg_path), cwd=workdir).stdout)
+    # K=12 clustering + CBFE, 2 + 1 fg k-means (+CBFE seeds, CD clustering), their scores, CD chain
+    assert jobs == {"kmeans_trainval": 1, "cbfe": 1, "fg_kmeans": 3, "fg_score": 3, "cooccurrence": 1,
+                    "cd_edges": 1, "infomap": 1, "cd_score": 1, "table5": 1, "default_table": 1}, jobs
+    cfg["cbfe"]["seeds"] = [0]
+    cfg["cd"]["clustering_seeds"] = [0, 1]
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(smk("results/table5.csv", "-n", "--configfile", str(cfg_path), cwd=workdir).stdout)
+    assert jobs == {"fg_kmeans": 1, "fg_score": 1, "cooccurrence": 1, "cd_edges": 1, "infomap": 1,
+                    "cd_score": 1, "table5": 1, "default_table": 1}, jobs
+    cfg["cd"]["clustering_seeds"] = [0]
+
     cfg["cd"]["markov_time"] = 1.0
     cfg_path.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(smk("results/table5.csv", "-n", "--configfile", str(cfg_path), cwd=workdir).stdout)
@@ -104,8 +134,9 @@ def test_mini_run_then_markov_time_change_reruns_only_cd(workdir: Path) -> None:
     assert set(jobs) == {"cd_edges", "infomap", "cd_score", "table5", "default_table"}, jobs
 
 
-def _pvoc_mask_only_config(tmp_path: Path, voc_masks_dir: Path) -> Path:
-    """pvoc.yaml pointed at the real masks (no images), pre-computed embeddings and attention."""
+def _pvoc_mask_only_config(tmp_path: Path, voc_masks_dir: Path, infomap_envs: Path) -> Path:
+    """pvoc.yaml pointed at the real masks (no images), pre-computed embeddings and attention, and
+    at the shared infomap 2.2.0 build (cd.infomap: authors)."""
     import numpy as np
 
     from leopart.data.masks import ground_truth
@@ -132,7 +163,8 @@ def _pvoc_mask_only_config(tmp_path: Path, voc_masks_dir: Path) -> Path:
     cfg["attention"]["files"] = {"train": str(files["train"][1]), "val": str(files["val"][1])}
     cfg["pca"]["dim"] = 8
     cfg["kmeans"].update({"niter": 20, "nredo": 1})
-    cfg["cd"]["seeds"] = [1, 2, 3]
+    cfg["cd"]["seeds"] = [0, 1, 2]
+    cfg["cd"]["infomap_envs"] = str(infomap_envs)
     cfg["threads"] = 2
     del cfg["training"]
     path = tmp_path / "pvoc-maskonly.yaml"
@@ -142,10 +174,10 @@ def _pvoc_mask_only_config(tmp_path: Path, voc_masks_dir: Path) -> Path:
 
 @pytest.mark.slow
 def test_pvoc_from_masks_embeddings_and_attention_files_reads_no_image(
-    workdir: Path, voc_masks_dir: Path
+    workdir: Path, voc_masks_dir: Path, infomap_authors_env: Path
 ) -> None:
     """The evaluation half on the 2913 real PVOC masks with pre-computed embeddings: no image."""
-    cfg = _pvoc_mask_only_config(workdir, voc_masks_dir)
+    cfg = _pvoc_mask_only_config(workdir, voc_masks_dir, infomap_authors_env.parent)
     smk("results/table5.csv", "--cores", "2", "--configfile", str(cfg), cwd=workdir)
     table = pd.read_csv(workdir / "results" / "pvoc-maskonly" / "table5.csv")
     assert list(table["paper"]) == [4.6, 18.9, 36.6, 41.7, 48.8]
@@ -158,3 +190,57 @@ def test_pvoc_from_masks_embeddings_and_attention_files_reads_no_image(
     assert len(manifest) == 1449 and manifest["image"].isna().all()
     gt = __import__("numpy").load(workdir / "results" / "pvoc-maskonly" / "gt" / "val.npy", mmap_mode="r")
     assert gt.shape == (1449, 100, 100)
+    # +CD ran the authors' infomap 2.2.0 and says so
+    runs = list((workdir / "results" / "pvoc-maskonly").rglob("infomap_runs.parquet"))
+    assert len(runs) == 1
+    im = pd.read_parquet(runs[0])
+    assert im["infomap"].tolist() == ["authors"] * 3 and im["infomap_version"].tolist() == ["2.2.0"] * 3
+    assert im["seed"].tolist() == [0, 1, 2]
+
+
+def test_sharded_extraction_equals_one_job(workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """features.shard_size: scatter jobs + a gather give the unsharded artefacts byte for byte."""
+    cfg = yaml.safe_load(MINI.read_text())
+    target = "results/mini/features/random/val_tokens.npy"
+    attn = "results/mini/features/random/val_cls_attn.npy"
+    plain = workdir / "plain.yaml"
+    plain.write_text(yaml.safe_dump(cfg))
+    smk(target, attn, "--cores", "2", "--configfile", str(plain), cwd=workdir)
+    sharded_dir = tmp_path_factory.mktemp("sharded")
+    for item in ("Snakefile", "workflow", "config", "environment.yml"):
+        src = workdir / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, sharded_dir / item)
+    cfg["features"]["shard_size"] = 8  # 12 val images: shards of 8 and 4 (batch size 8)
+    sharded = sharded_dir / "sharded.yaml"
+    sharded.write_text(yaml.safe_dump(cfg))
+    smk(target, attn, "--cores", "2", "--configfile", str(sharded), cwd=sharded_dir)
+    logs = sorted(p.name for p in (sharded_dir / "results/mini/logs/extract_features").iterdir())
+    assert logs == ["random_val_shard0.log", "random_val_shard1.log"]
+    for path in (target, attn):
+        assert (sharded_dir / path).read_bytes() == (workdir / path).read_bytes()
+    assert not any((sharded_dir / "results/mini/features/random/shards").glob("*.npy"))  # temp() shards
+
+    cfg["features"]["shard_size"] = 12
+    sharded.write_text(yaml.safe_dump(cfg))
+    proc = smk("-n", "--configfile", str(sharded), cwd=sharded_dir, check=False)
+    assert proc.returncode != 0
+    assert "features.shard_size = 12 must be a multiple of features.batch_size = 8" in proc.stdout + proc.stderr
+
+
+def test_models_importing_the_same_files_share_one_import(workdir: Path, voc_masks_dir: Path) -> None:
+    """DINO and Leopart rows on one embeddings file: imported, reduced and clustered once."""
+    cfg = _pvoc_mask_only_config(workdir, voc_masks_dir, workdir / "envs")   # a dry run builds nothing
+    jobs = planned_jobs(smk("results/table5.csv", "-n", "--configfile", str(cfg), cwd=workdir).stdout)
+    assert jobs["import_embeddings"] == 2 and jobs["pca_val"] == 1, jobs
+    assert jobs["overcluster_kmeans"] == 5 and jobs["overcluster_score"] == 5, jobs
+    # different files: each model imports its own
+    data = yaml.safe_load(cfg.read_text())
+    leopart_emb = data["models"]["leopart"]["embeddings"]
+    for split in ("train", "val"):
+        copy = workdir / f"leopart_{split}.npy"
+        shutil.copy(leopart_emb[split], copy)
+        leopart_emb[split] = str(copy)
+    cfg.write_text(yaml.safe_dump(data))
+    jobs = planned_jobs(smk("results/table5.csv", "-n", "--configfile", str(cfg), cwd=workdir).stdout)
+    # (the DINO row needs only val tokens)
+    assert jobs["import_embeddings"] == 3 and jobs["pca_val"] == 2 and jobs["overcluster_kmeans"] == 10, jobs

@@ -10,19 +10,20 @@ K: request the search of several ``fg_k<K>`` folders to compare K).
 
 Scoring a partition needs no merged label map: merging labels into modules sums columns of the
 label-vs-class confusion matrix, so the train confusion of the K+1 labels is computed once
-(:func:`leopart.evaluate.eval_confusion`) and every ``(wt, mt, seed)`` is scored from it
+(:func:`leopart.eval.score.eval_confusion`) and every ``(wt, mt, seed)`` is scored from it
 (:func:`merged_confusion`) — identical to merging the maps and scoring them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from leopart.cd.communities import run_infomap
+from leopart.cd.communities import InfomapRun, run_infomap_runs
 from leopart.cd.cooccurrence import edge_list
 from leopart.errors import LeopartError
 from leopart.metrics import hungarian_miou
@@ -59,6 +60,8 @@ def search_cd(
     preferred_modules: int | None = None,
     two_level: bool = True,
     num_trials: int = 1,
+    behaviour: str = "current",
+    env_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """Score every ``(weight threshold, markov time, Infomap seed)`` on one split.
 
@@ -68,10 +71,13 @@ def search_cd(
         weight_thresholds, markov_times: the grid (``cd.search``).
         seeds: Infomap seeds, one run each (``cd.seeds``).
         preferred_modules, two_level, num_trials: Infomap options as in the ``infomap`` rule.
+        behaviour, env_dir: ``cd.infomap`` behaviour and the 2.2.0 build (as
+            :func:`leopart.cd.communities.run_infomap_runs`); all runs go to one worker process.
 
     Returns:
         One row per run: ``weight_threshold``, ``markov_time``, ``seed``, ``miou`` (%, Hungarian),
-        ``num_modules``, ``isolated_labels``, ``edges``.
+        ``num_modules``, ``isolated_labels``, ``edges``, ``codelength``, ``infomap_version``,
+        ``infomap`` (the behaviour).
     """
     if not weight_thresholds or not markov_times or not seeds:
         raise LeopartError("cd.search: weight_thresholds, markov_times and cd.seeds must be non-empty")
@@ -79,19 +85,20 @@ def search_cd(
     if np.asarray(label_conf).shape[1] != num_labels:
         raise LeopartError(f"cd search: confusion has {np.asarray(label_conf).shape[1]} labels, "
                            f"the co-occurrence matrix {num_labels}")
+    graphs = [edge_list(matrix, float(wt)) for wt in weight_thresholds]
+    grid = [(g, float(wt), float(mt), int(seed)) for g, wt in enumerate(weight_thresholds)
+            for mt in markov_times for seed in seeds]
+    runs = [InfomapRun(graph=g, seed=seed, markov_time=mt, two_level=two_level,
+                       preferred_modules=preferred_modules, num_trials=num_trials) for g, _, mt, seed in grid]
+    results = run_infomap_runs(graphs, num_labels, runs, behaviour=behaviour, env_dir=env_dir)
     rows: list[dict[str, Any]] = []
-    for wt in weight_thresholds:
-        edges = edge_list(matrix, float(wt))
-        for mt in markov_times:
-            for seed in seeds:
-                res = run_infomap(edges, num_labels, seed=int(seed), markov_time=float(mt),
-                                  two_level=two_level, preferred_modules=preferred_modules,
-                                  num_trials=num_trials)
-                conf = merged_confusion(label_conf, res.module_of)
-                rows.append({"weight_threshold": float(wt), "markov_time": float(mt), "seed": int(seed),
-                             "miou": float(hungarian_miou(conf).miou) * 100.0,
-                             "num_modules": int(res.num_modules), "isolated_labels": len(res.isolated),
-                             "edges": len(edges)})
+    for (g, wt, mt, seed), res in zip(grid, results, strict=True):
+        conf = merged_confusion(label_conf, res.module_of)
+        rows.append({"weight_threshold": wt, "markov_time": mt, "seed": seed,
+                     "miou": float(hungarian_miou(conf).miou) * 100.0,
+                     "num_modules": int(res.num_modules), "isolated_labels": len(res.isolated),
+                     "edges": len(graphs[g]), "codelength": float(res.codelength),
+                     "infomap_version": res.version, "infomap": res.behaviour})
     return pd.DataFrame(rows)
 
 

@@ -1,9 +1,17 @@
 """faiss k-means with the authors' settings, and foreground clustering at evaluation resolution.
 
 :func:`kmeans` is the authors' ``cluster()`` (spec §5.1): ``faiss.Kmeans`` with ``niter=100``,
-``nredo=5``, ``max_points_per_centroid=256`` (faiss itself subsamples ``256·k`` training points
-with its own seeded permutation), final labels = nearest centroid of *every* vector through the
-k-means index (``IndexFlatIP`` on the unnormalised vectors when spherical, else ``IndexFlatL2``).
+``nredo=5``, ``max_points_per_centroid=256``, final labels = nearest centroid of *every* vector
+through the k-means index (``IndexFlatIP`` on the unnormalised vectors when spherical, else
+``IndexFlatL2``). It runs in bounded memory on memmapped inputs of any size: faiss' own training
+subsample (the first ``256·k`` entries of ``faiss.rand_perm(n, seed)``, in that order) is gathered
+from the inputs — which may be several arrays treated as one concatenation, e.g. train and val —
+and faiss is trained on exactly those rows, which gives bit-identical centroids to handing faiss
+the whole array; labels are then assigned chunk by chunk, releasing memmap pages after each.
+
+``KMeansParams.device = "cuda"`` (config ``kmeans.device``) trains and assigns on the GPU with the
+``faiss-gpu`` build (``pip install ".[gpu]"``); results then match the CPU's only up to float
+round-off.
 
 :func:`fg_kmeans` is the authors' ``cluster_all`` with interpolated embeddings (spec §5.3) without
 materialising the ``N·100·100`` upsampled rows. Both the CBFE foreground mask and the embeddings
@@ -26,18 +34,27 @@ amounts to clustering foreground tokens with those integer multiplicities ("virt
 * Assignment: every virtual pixel of a token gets the token's label, so assigning each foreground
   token once (gathered chunk by chunk, memmaps welcome) and upsampling gives the original's
   100×100 labels exactly. Background tokens get label ``k``.
+
+Thread count: faiss computes distances with OpenBLAS sgemm, which rounds differently for every
+thread count. faiss' bundled OpenBLAS is built for OpenMP and follows the OpenMP thread count,
+so training and assignment run with faiss on one OpenMP thread (and every BLAS on one thread,
+:func:`leopart.numerics.fixed_blas_threads`); centroids, objective and labels are byte-identical
+for any ``threads``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
 from leopart.errors import LeopartError
+from leopart.io import release_pages
+from leopart.numerics import fixed_blas_threads
 from leopart.resample import block_counts
 
 __all__ = [
@@ -57,6 +74,19 @@ log = logging.getLogger(__name__)
 ASSIGN_CHUNK = 1 << 17
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """faiss (OpenMP, and its OpenMP-built OpenBLAS, which follows the OpenMP thread count) and
+    numpy's BLAS on one thread inside the block; the previous faiss thread count is restored."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        with fixed_blas_threads():
+            yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 @dataclass(frozen=True)
 class KMeansParams:
     """faiss k-means parameters (defaults = the authors' settings, spec §5.1).
@@ -70,6 +100,7 @@ class KMeansParams:
         nredo: restarts; the one with the best objective is kept.
         max_points_per_centroid: faiss trains on at most ``k·max_points_per_centroid`` points.
         min_points_per_centroid: faiss only warns below ``k·min_points_per_centroid`` points.
+        device: ``"cpu"`` or ``"cuda"`` (faiss GPU build; config key ``kmeans.device``).
     """
 
     k: int
@@ -79,6 +110,7 @@ class KMeansParams:
     nredo: int = 5
     max_points_per_centroid: int = 256
     min_points_per_centroid: int = 39
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -143,9 +175,30 @@ def _check_params(params: KMeansParams, n: int, key: str) -> int:
     return int(k)
 
 
+def gpu_available() -> bool:
+    """True when the installed faiss is a GPU build and sees at least one CUDA device."""
+    get = getattr(faiss, "get_num_gpus", None)
+    return hasattr(faiss, "StandardGpuResources") and get is not None and get() > 0
+
+
+def _check_device(params: KMeansParams) -> bool:
+    """Whether to use the GPU; one-line error naming ``kmeans.device`` when it cannot."""
+    if params.device == "cpu":
+        return False
+    if params.device != "cuda":
+        raise LeopartError(f"kmeans.device = {params.device!r}: expected 'cpu' or 'cuda'")
+    if not gpu_available():
+        raise LeopartError(
+            "kmeans.device = 'cuda' but faiss has no GPU here (faiss-cpu build or no CUDA device): "
+            "install the faiss-gpu build (pip install '.[gpu]') on a GPU machine or set kmeans.device: cpu"
+        )
+    return True
+
+
 def _train(x: np.ndarray, params: KMeansParams, key: str) -> faiss.Kmeans:
     """Train ``faiss.Kmeans`` on ``x`` ``(n, d)``; return the object (its index holds the centroids)."""
     k = _check_params(params, x.shape[0], key)
+    gpu = _check_device(params)
     x = np.ascontiguousarray(x, dtype=np.float32)
     if not all(np.isfinite(x[i : i + ASSIGN_CHUNK]).all() for i in range(0, x.shape[0], ASSIGN_CHUNK)):
         raise LeopartError(f"{key}: the vectors to cluster contain NaN or infinite values")
@@ -159,17 +212,63 @@ def _train(x: np.ndarray, params: KMeansParams, key: str) -> faiss.Kmeans:
         max_points_per_centroid=int(params.max_points_per_centroid),
         min_points_per_centroid=int(params.min_points_per_centroid),
         verbose=False,
+        gpu=gpu,
     )
-    km.train(x)
+    with _one_thread():
+        km.train(x)
     if km.index.ntotal != k:  # pragma: no cover - faiss always leaves the centroids in the index
         km.index.reset()
         km.index.add(km.centroids)
     return km
 
 
+def faiss_training_rows(n: int, params: KMeansParams) -> np.ndarray | None:
+    """The rows faiss k-means trains on when given ``n`` vectors, in faiss' order, or None for all.
+
+    faiss subsamples when ``n > k·max_points_per_centroid``: it takes the first
+    ``k·max_points_per_centroid`` entries of ``rand_perm(n, seed)``. Returns those ``(m,)`` int64
+    row indices (not sorted: their order is the training order, which seeds the initial
+    centroids), or None when faiss uses every row in order.
+    """
+    budget = int(params.k) * int(params.max_points_per_centroid)
+    if n <= budget:
+        return None
+    if n >= 2**31:
+        raise LeopartError(f"kmeans: {n} vectors exceed faiss' 2^31 - 1 row limit of its subsampling")
+    perm = np.empty(n, dtype=np.int32)
+    faiss.rand_perm(faiss.swig_ptr(perm), n, int(params.seed))
+    return perm[:budget].astype(np.int64)
+
+
+def _gather(parts: Sequence[np.ndarray], rows: np.ndarray | None) -> np.ndarray:
+    """Rows of the concatenation of ``parts`` (each ``(n_i, d)``) as float32, in ``rows`` order.
+
+    ``rows=None`` means all rows. Reads each part in sorted row order, then releases its pages.
+    """
+    d = parts[0].shape[1]
+    if rows is None:
+        out = np.concatenate([np.asarray(p, dtype=np.float32) for p in parts]) if len(parts) > 1 \
+            else np.array(parts[0], dtype=np.float32)
+        for p in parts:
+            release_pages(p)
+        return out.reshape(-1, d)
+    out = np.empty((rows.size, d), dtype=np.float32)
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    start = 0
+    for p in parts:
+        lo, hi = np.searchsorted(sorted_rows, [start, start + p.shape[0]])
+        if hi > lo:
+            out[order[lo:hi]] = p[sorted_rows[lo:hi] - start]
+            release_pages(p)
+        start += p.shape[0]
+    return out
+
+
 def _search(index: faiss.Index, x: np.ndarray, key: str) -> np.ndarray:
     """Nearest-centroid label ``(n,)`` int32 of ``x`` ``(n, d)`` (one chunk)."""
-    _, idx = index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
+    with _one_thread():
+        _, idx = index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
     labels = idx[:, 0]
     if labels.size and labels.min() < 0:
         raise LeopartError(f"{key}: some vectors could not be assigned (NaN or infinite values)")
@@ -183,31 +282,55 @@ def _make_index(centroids: np.ndarray, spherical: bool) -> faiss.Index:
     return index
 
 
-def kmeans(x: np.ndarray, params: KMeansParams, key: str = "kmeans.k") -> KMeansResult:
+def kmeans(x: np.ndarray | Sequence[np.ndarray], params: KMeansParams, key: str = "kmeans.k") -> KMeansResult:
     """Cluster ``x`` with faiss k-means and label every vector (spec §5.1).
 
     Args:
-        x: ``(n, d)`` float32 vectors (a memmap is fine; it is handed to faiss as is, which
-            subsamples ``k·max_points_per_centroid`` training points itself).
+        x: ``(n, d)`` vectors, or a list of ``(n_i, d)`` arrays clustered as their concatenation
+            (e.g. train and val). Memmaps of any floating dtype are fine and are never read
+            whole: the training rows are gathered exactly as faiss would subsample them
+            (:func:`faiss_training_rows`), so centroids and labels equal ``faiss.Kmeans`` on the
+            concatenated float32 array.
         params: k-means parameters.
         key: config key named in error messages.
 
     Returns:
-        :class:`KMeansResult`; labels come from the k-means index (``IndexFlatIP`` on the
-        unnormalised vectors when spherical), searched in chunks of :data:`ASSIGN_CHUNK` rows.
+        :class:`KMeansResult`; labels (of the concatenation) come from the k-means index
+        (``IndexFlatIP`` on the unnormalised vectors when spherical), searched in chunks of
+        :data:`ASSIGN_CHUNK` rows; memmap pages are released after every chunk.
 
     Raises:
-        LeopartError: ``k < 1``, ``k > n``, non-2-D input or non-finite values.
+        LeopartError: ``k < 1``, ``k > n``, non-2-D input, non-finite values, or
+        ``device='cuda'`` without a faiss GPU build.
     """
-    if x.ndim != 2:
-        raise LeopartError(f"{key}: vectors to cluster must be 2-D (n, d), got shape {x.shape}")
-    km = _train(x, params, key)
-    labels = np.empty(x.shape[0], dtype=np.int32)
-    for start in range(0, x.shape[0], ASSIGN_CHUNK):
-        labels[start : start + ASSIGN_CHUNK] = _search(km.index, x[start : start + ASSIGN_CHUNK], key)
+    parts = [x] if isinstance(x, np.ndarray) else list(x)
+    if not parts or any(p.ndim != 2 for p in parts):
+        shapes = [tuple(p.shape) for p in parts]
+        shown = shapes[0] if len(shapes) == 1 else shapes
+        raise LeopartError(f"{key}: vectors to cluster must be 2-D (n, d), got shape {shown}")
+    d = parts[0].shape[1]
+    if any(p.shape[1] != d for p in parts):
+        raise LeopartError(f"{key}: vectors to cluster have different dimensions {[p.shape[1] for p in parts]}")
+    n = sum(p.shape[0] for p in parts)
+    _check_params(params, n, key)
+    _check_device(params)
+    with _one_thread():
+        train = _gather(parts, faiss_training_rows(n, params))
+        km = _train(train, params, key)
+        del train
+        labels = np.empty(n, dtype=np.int32)
+        offset = 0
+        for p in parts:
+            for start in range(0, p.shape[0], ASSIGN_CHUNK):
+                chunk = np.ascontiguousarray(p[start : start + ASSIGN_CHUNK], dtype=np.float32)
+                release_pages(p)
+                if not np.isfinite(chunk).all():
+                    raise LeopartError(f"{key}: the vectors to cluster contain NaN or infinite values")
+                labels[offset + start : offset + start + chunk.shape[0]] = _search(km.index, chunk, key)
+            offset += p.shape[0]
     return KMeansResult(
         labels=labels,
-        centroids=np.asarray(km.centroids, dtype=np.float32).reshape(params.k, x.shape[1]),
+        centroids=np.asarray(km.centroids, dtype=np.float32).reshape(params.k, d),
         objective=float(km.obj[-1]) if km.obj is not None and len(km.obj) else 0.0,
     )
 
@@ -312,12 +435,14 @@ def fit_fg_kmeans(
             sel = token_of[(token_of >= bounds[s]) & (token_of < bounds[s + 1])] - bounds[s]
             if sel.size:
                 parts.append(np.asarray(flat[fg_idx[s][sel]], dtype=np.float32))
+                release_pages(flat)
         train = np.concatenate(parts) if parts else np.empty((0, d), np.float32)
     else:
         parts = []
         for flat, idx, wt in zip(flats, fg_idx, weights):
             if idx.size:
                 parts.append(np.repeat(np.asarray(flat[idx], dtype=np.float32), wt, axis=0))
+                release_pages(flat)
         train = np.concatenate(parts) if parts else np.empty((0, d), np.float32)
 
     km = _train(train, params, key)
@@ -363,12 +488,14 @@ def assign_fg(
     if index.d != d:
         raise LeopartError(f"{key}: centroids have dimension {index.d}, tokens {d}")
     out = []
-    for flat, idx, m in zip(flats, fg_idx, fg_list):
-        labels = np.full(flat.shape[0], k, dtype=np.int32)
-        for start in range(0, idx.size, ASSIGN_CHUNK):
-            rows = idx[start : start + ASSIGN_CHUNK]
-            labels[rows] = _search(index, flat[rows], key)
-        out.append(labels.reshape(np.asarray(m).shape))
+    with _one_thread():
+        for flat, idx, m in zip(flats, fg_idx, fg_list):
+            labels = np.full(flat.shape[0], k, dtype=np.int32)
+            for start in range(0, idx.size, ASSIGN_CHUNK):
+                rows = idx[start : start + ASSIGN_CHUNK]
+                labels[rows] = _search(index, flat[rows], key)
+                release_pages(flat)
+            out.append(labels.reshape(np.asarray(m).shape))
     return out[0] if single else out
 
 

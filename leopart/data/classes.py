@@ -17,3 +17,4 @@ TOY_CLASSES: list[str] = ["background", "quadruped", "bird", "car", "tree", "sno
 IGNORE_LABEL: int = 255
 
 assert len(VOC_CLASSES) == 21 and len(TOY_CLASSES) == 7
+

@@ -9,62 +9,34 @@
 * :func:`safe_extract` unpacks a zip or tar(.gz/.bz2/.xz) archive after checking *every* member:
   absolute paths, ``..`` components, links that point outside the archive and device files make it
   refuse the whole archive. It extracts into a temporary folder beside the destination and renames
-  it into place (:func:`atomic_dir`), so an interrupted unpack leaves nothing under the final name.
+  it into place (:func:`leopart.io.atomic_dir`), so an interrupted unpack leaves nothing under the final name.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import http.client
 import lzma
-import os
 import posixpath
 import re
-import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
 from leopart.errors import LeopartError
-from leopart.io import atomic_path
+from leopart.io import atomic_dir, atomic_path
 
 CHUNK_BYTES = 1 << 20
 _ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile,
                    lzma.LZMAError, NotImplementedError)
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside ``path``; rename it onto ``path`` if the block succeeds.
-
-    An existing ``path`` is replaced (moved aside, then deleted after the rename). On any exception
-    the temporary folder is deleted and ``path`` is left untouched.
-    """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        yield tmp
-        old = None
-        if final.exists() or final.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-            os.replace(final, old / "x")
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def direct_download_url(url: str) -> str:
@@ -85,7 +57,7 @@ def direct_download_url(url: str) -> str:
 
 
 def download(url: str, dest: str | Path, sha256: str | None = None, timeout: float = 60,
-             progress: bool = False) -> str:
+             progress: bool = False, verify: Callable[[Path], None] | None = None) -> str:
     """Download ``url`` to ``dest`` atomically and return the file's SHA-256 (hex).
 
     Args:
@@ -94,9 +66,12 @@ def download(url: str, dest: str | Path, sha256: str | None = None, timeout: flo
         sha256: expected hex digest; on mismatch nothing is written and a LeopartError is raised.
         timeout: socket timeout in seconds.
         progress: show a tqdm bar.
+        verify: called with the complete temporary file before it is moved into place (e.g.
+            :func:`check_archive`); a LeopartError it raises keeps no file.
 
     Raises:
-        LeopartError: network/HTTP failure, incomplete transfer or checksum mismatch (names the URL).
+        LeopartError: network/HTTP failure, incomplete transfer, checksum mismatch or a failed
+            ``verify`` (names the URL).
     """
     direct = direct_download_url(url)
     final = Path(dest)
@@ -127,6 +102,11 @@ def download(url: str, dest: str | Path, sha256: str | None = None, timeout: flo
         if sha256 is not None and hexdigest != sha256.strip().lower():
             raise LeopartError(f"{url}: SHA-256 mismatch for {final.name}: expected {sha256.strip().lower()}, "
                                f"got {hexdigest} (file not kept)")
+        if verify is not None:
+            try:
+                verify(tmp)
+            except LeopartError as exc:
+                raise LeopartError(f"{url}: {str(exc).split(': ', 1)[-1]} (file not kept)") from None
     return hexdigest
 
 
@@ -167,14 +147,45 @@ def _unsafe_tar_member(member: tarfile.TarInfo) -> str | None:
 
 
 def _invalid(archive: Path) -> LeopartError:
-    return LeopartError(f"{archive}: not a valid zip/tar archive (truncated or wrong file?)")
+    return _InvalidArchive(f"{archive}: not a valid zip/tar archive (truncated or wrong file?)")
 
 
-def safe_extract(archive: str | Path, dest_dir: str | Path) -> Path:
+def check_archive(archive: str | Path) -> None:
+    """Read a whole zip or tar(.gz/.bz2/.xz) archive and check its integrity (zip: every CRC).
+
+    Raises:
+        LeopartError: not a zip/tar archive, truncated or corrupt (names the file).
+    """
+    src = Path(archive)
+    try:
+        if zipfile.is_zipfile(src):
+            with zipfile.ZipFile(src) as zf:
+                bad = zf.testzip()
+            if bad is not None:
+                raise LeopartError(f"{src}: corrupt zip archive (member {bad!r} fails its CRC)")
+            return
+        if tarfile.is_tarfile(src):
+            with tarfile.open(src, "r:*") as tf:
+                for member in tf:
+                    if member.isfile():
+                        with tf.extractfile(member) as fh:
+                            while fh.read(CHUNK_BYTES):
+                                pass
+            return
+    except _ARCHIVE_ERRORS:
+        raise _invalid(src) from None
+    raise _invalid(src)
+
+
+def safe_extract(archive: str | Path, dest_dir: str | Path, remove_invalid: Sequence[str | Path] = ()) -> Path:
     """Extract a zip or tar(.gz/.bz2/.xz) archive into ``dest_dir`` after checking every member.
 
     The archive's content becomes the content of ``dest_dir`` (an existing ``dest_dir`` is
     replaced). Nothing is extracted if any member is unsafe.
+
+    ``remove_invalid`` lists files to delete when the archive turns out not to be a readable
+    archive (typically the archive itself, when it was downloaded, and its checksum record), so
+    that the next run downloads it again instead of failing the same way.
 
     Returns:
         ``dest_dir`` as a Path.
@@ -184,6 +195,22 @@ def safe_extract(archive: str | Path, dest_dir: str | Path) -> Path:
             path, ``..``, link outside, device file) — names the archive and the member.
     """
     src, dest = Path(archive), Path(dest_dir)
+    try:
+        return _extract(src, dest)
+    except _InvalidArchive as exc:
+        if not remove_invalid:
+            raise
+        for path in remove_invalid:
+            Path(path).unlink(missing_ok=True)
+        removed = ", ".join(str(p) for p in remove_invalid)
+        raise LeopartError(f"{exc}; removed {removed} so that the next run downloads it again") from None
+
+
+class _InvalidArchive(LeopartError):
+    """Not a readable archive (as opposed to a readable archive with an unsafe member)."""
+
+
+def _extract(src: Path, dest: Path) -> Path:
     if not src.is_file():
         raise LeopartError(f"{src}: archive file is missing")
     try:

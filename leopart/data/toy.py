@@ -60,9 +60,10 @@ images apart.** Hence:
   boundary at 128².
 
 Everything is vectorised over pixels (coordinate grids over each primitive's bounding box); one
-128² image renders in ≈ 5 ms on one core, so 1200 images (PNG writing included) take ≈ 10–15 s. Image ``i`` of a split is rendered from its own
-generator ``default_rng([seed, split_code, i])`` (:func:`image_rng`), so train and val differ,
-splits are reproducible, and any prefix of a split is independent of its length.
+128² image renders in ≈ 5 ms on one core, so 1200 images (PNG writing included) take ≈ 10–15 s.
+Image ``i`` of a split is rendered from its own generator ``default_rng([seed, split_code, i])``
+(:func:`image_rng`), so train and val differ, splits are reproducible, and any prefix of a split is
+independent of its length.
 
 Layout written by :func:`generate_toy`::
 
@@ -87,8 +88,8 @@ from tqdm import tqdm
 
 from leopart.data.classes import IGNORE_LABEL, TOY_CLASSES
 from leopart.data.dataset import SplitIndex
-from leopart.data.download import atomic_dir
 from leopart.errors import LeopartError
+from leopart.io import atomic_dir
 
 SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1}
 STUFF_TYPES: tuple[str, ...] = ("sky", "grass", "sand", "water")

@@ -21,18 +21,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from scipy import ndimage
-from torchvision.transforms.functional import gaussian_blur
 
 from leopart.errors import LeopartError
-from leopart.io import load_npy
+from leopart.io import load_npy, npy_writer, release_pages
+
+if TYPE_CHECKING:
+    import torch
 
 PathLike = str | os.PathLike
 
-__all__ = ["attention_masks", "remove_small_components", "load_attention_masks"]
+__all__ = ["attention_masks", "remove_small_components", "load_attention_masks", "import_attention_masks"]
 
 #: 8-connectivity within each image of an (N, h, w) stack, no connection between images.
 _IN_PLANE_8 = np.zeros((3, 3, 3), dtype=bool)
@@ -66,6 +67,9 @@ def attention_masks(
     Returns:
         ``(N, h, w)`` uint8 masks, 1 = foreground.
     """
+    import torch
+    from torchvision.transforms.functional import gaussian_blur
+
     h, w = (grid, grid) if isinstance(grid, int) else (int(grid[0]), int(grid[1]))
     shape = tuple(cls_attn.shape)
     if len(shape) != 3 or shape[2] != h * w:
@@ -117,6 +121,8 @@ def remove_small_components(mask: np.ndarray, min_component: int) -> np.ndarray:
     Returns:
         ``(N, h, w)`` bool.
     """
+    from scipy import ndimage
+
     fg = np.asarray(mask).astype(bool, copy=False)
     if min_component <= 1 or not fg.any():
         return fg.copy()
@@ -127,40 +133,31 @@ def remove_small_components(mask: np.ndarray, min_component: int) -> np.ndarray:
     return keep[labels]
 
 
-def load_attention_masks(
+def open_attention_masks(
     path: PathLike,
     expected_count: int | None = None,
     grid: tuple[int, int] | int | None = None,
 ) -> np.ndarray:
-    """Read pre-computed foreground masks.
+    """Lazy ``(N, h, w)`` view of a pre-computed mask file (shape checks only, values unread).
 
     Accepted files:
-        ``.npy``: ``(N, h, w)`` or ``(N, 1, h, w)``, any numeric/bool dtype.
+        ``.npy``: ``(N, h, w)`` or ``(N, 1, h, w)``, any numeric/bool dtype (memory-mapped).
         ``.pt``/``.pth``: a tensor of the same shapes (the authors' ``attn_dino_*.pt`` are float
-        ``(N, 1, 28, 28)``), read with ``torch.load(weights_only=True)``.
-    Values must be exactly 0 or 1.
+        ``(N, 1, 28, 28)``), memory-mapped without torch when it is a plain ``torch.save`` file
+        (:mod:`leopart.tensorfile`), else read with ``torch.load(weights_only=True)``.
 
     Args:
         expected_count: required ``N`` (number of images in the split), if given.
         grid: required ``(h, w)`` (an int means square), if given.
-
-    Returns:
-        ``(N, h, w)`` uint8.
     """
     p = Path(path)
     if not p.is_file():
         raise LeopartError(f"{p}: attention mask file is missing")
     suffix = p.suffix.lower()
     if suffix == ".npy":
-        arr = np.asarray(load_npy(p, mmap=False, what="attention masks"))
+        arr = load_npy(p, mmap=True, what="attention masks")
     elif suffix in (".pt", ".pth"):
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure means an unreadable file
-            raise LeopartError(f"{p}: cannot read attention masks ({type(exc).__name__})") from None
-        if not isinstance(obj, torch.Tensor):
-            raise LeopartError(f"{p}: attention mask file holds a {type(obj).__name__}, expected a tensor")
-        arr = obj.numpy()
+        arr = _open_pt_masks(p)
     else:
         raise LeopartError(f"{p}: attention masks must be .npy or .pt, not {p.suffix or 'no suffix'}")
 
@@ -170,13 +167,90 @@ def load_attention_masks(
         raise LeopartError(f"{p}: attention masks must have shape (N, h, w) or (N, 1, h, w), found {arr.shape}")
     if arr.dtype.kind not in "biuf":
         raise LeopartError(f"{p}: attention masks have dtype {arr.dtype}, expected numbers")
-    if not np.isin(arr, (0, 1)).all():
-        bad = np.unique(arr[~np.isin(arr, (0, 1))])[:3]
-        raise LeopartError(f"{p}: attention masks must be 0/1, found values such as {bad.tolist()}")
     if expected_count is not None and arr.shape[0] != expected_count:
         raise LeopartError(f"{p}: {arr.shape[0]} attention masks, but the split has {expected_count} images")
     if grid is not None:
         gh, gw = (grid, grid) if isinstance(grid, int) else (int(grid[0]), int(grid[1]))
         if arr.shape[1:] != (gh, gw):
             raise LeopartError(f"{p}: attention masks are {arr.shape[1]}x{arr.shape[2]}, expected {gh}x{gw}")
-    return np.ascontiguousarray(arr, dtype=np.uint8)
+    return arr
+
+
+def _open_pt_masks(p: Path) -> np.ndarray:
+    from leopart.tensorfile import TensorView, UnsupportedTensorFile, open_tensor
+
+    try:
+        obj: Any = open_tensor(p)
+    except (UnsupportedTensorFile, OSError):
+        obj = None
+    if isinstance(obj, TensorView):
+        if obj.bfloat16:
+            from leopart.tensorfile import bfloat16_to_float32
+
+            return bfloat16_to_float32(obj.array)
+        return obj.array
+    if obj is None:
+        import torch
+
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any failure means an unreadable file
+            raise LeopartError(f"{p}: cannot read attention masks ({type(exc).__name__})") from None
+        if isinstance(obj, torch.Tensor):
+            return (obj.float() if obj.dtype == torch.bfloat16 else obj).numpy()
+    raise LeopartError(f"{p}: attention mask file holds a {type(obj).__name__}, expected a tensor")
+
+
+def _checked_chunk(arr: np.ndarray, start: int, stop: int, p: Path) -> np.ndarray:
+    """Images ``start:stop`` as uint8 after checking that every value is exactly 0 or 1."""
+    part = np.asarray(arr[start:stop])
+    ok = (part == 0) | (part == 1)
+    if not ok.all():
+        bad = np.unique(part[~ok])[:3]
+        raise LeopartError(f"{p}: attention masks must be 0/1, found values such as {bad.tolist()}")
+    return part.astype(np.uint8)
+
+
+def load_attention_masks(
+    path: PathLike,
+    expected_count: int | None = None,
+    grid: tuple[int, int] | int | None = None,
+) -> np.ndarray:
+    """Read pre-computed foreground masks (files as in :func:`open_attention_masks`).
+
+    Values must be exactly 0 or 1.
+
+    Returns:
+        ``(N, h, w)`` uint8.
+    """
+    arr = open_attention_masks(path, expected_count, grid)
+    return _checked_chunk(arr, 0, arr.shape[0], Path(path))
+
+
+def import_attention_masks(
+    path: PathLike,
+    out_path: PathLike,
+    expected_count: int | None = None,
+    grid: tuple[int, int] | int | None = None,
+    chunk_images: int = 4096,
+) -> dict[str, Any]:
+    """Convert a mask file to the pipeline's ``(N, h, w)`` uint8 ``.npy``, chunk by chunk.
+
+    Values are checked (exactly 0 or 1) per chunk; resident memory stays at a chunk.
+
+    Returns:
+        ``{"shape", "fg_fraction"}``.
+    """
+    p = Path(path)
+    arr = open_attention_masks(p, expected_count, grid)
+    n = arr.shape[0]
+    fg = 0
+    with npy_writer(out_path, tuple(arr.shape), np.uint8) as out:
+        for start in range(0, n, max(1, int(chunk_images))):
+            stop = min(n, start + max(1, int(chunk_images)))
+            part = _checked_chunk(arr, start, stop, p)
+            out[start:stop] = part
+            fg += int(part.sum(dtype=np.int64))
+            release_pages(arr)
+    size = int(np.prod(arr.shape))
+    return {"shape": [int(s) for s in arr.shape], "fg_fraction": fg / size if size else 0.0}

@@ -25,7 +25,10 @@ from leopart.models.vit import tokens_and_attention
 
 PathLike = str | os.PathLike
 
-__all__ = ["extract_features"]
+__all__ = ["PRECISIONS", "extract_features", "precision_context", "shard_range", "shard_count"]
+
+#: Values of ``features.precision``.
+PRECISIONS = ("fp32", "bf16")
 
 
 def extract_features(
@@ -37,6 +40,7 @@ def extract_features(
     device: str | torch.device = "cpu",
     num_workers: int = 0,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Run ``model`` over ``dataset`` and stream tokens and CLS attention to ``.npy`` files.
 
@@ -52,6 +56,9 @@ def extract_features(
             the call (fp32 as the authors' GPUs).
         num_workers: DataLoader workers.
         progress: show a tqdm progress bar (stderr).
+        precision: ``"fp32"`` (default; the authors' numerics) or ``"bf16"`` (bfloat16 autocast on
+            the device, CPU included; outputs are still written as float32). Config key
+            ``features.precision``.
 
     Returns:
         ``{"num_images", "tokens_shape", "attn_shape", "grid", "seconds", "images_per_second"}``.
@@ -62,6 +69,8 @@ def extract_features(
     if n == 0:
         raise LeopartError(f"{tokens_path}: cannot extract features from an empty dataset")
     device = torch.device(device)
+    if precision not in PRECISIONS:
+        raise LeopartError(f"features.precision: expected one of {PRECISIONS}, got {precision!r}")
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False,
         pin_memory=device.type == "cuda",
@@ -71,7 +80,7 @@ def extract_features(
     tokens_shape: tuple[int, ...] | None = None
     attn_shape: tuple[int, ...] | None = None
     done = 0
-    with contextlib.ExitStack() as stack, _fp32_matmul(device), torch.inference_mode():
+    with contextlib.ExitStack() as stack, precision_context(device, precision), torch.inference_mode():
         bar = stack.enter_context(tqdm(total=n, unit="img", desc="features", disable=not progress))
         tokens_out: np.ndarray | None = None
         attn_out: np.ndarray | None = None
@@ -107,6 +116,25 @@ def extract_features(
     }
 
 
+def shard_count(n: int, shard_size: int | None) -> int:
+    """Number of shard jobs for ``n`` images (``shard_size`` None: one job for the whole split)."""
+    if shard_size is None:
+        return 1
+    if shard_size < 1:
+        raise LeopartError(f"features.shard_size: must be a positive integer, got {shard_size}")
+    return max(1, -(-n // shard_size))
+
+
+def shard_range(n: int, shard_size: int | None, shard: int) -> tuple[int, int]:
+    """Images ``[start, stop)`` of shard ``shard`` (0-based) of a split of ``n`` images."""
+    count = shard_count(n, shard_size)
+    if not 0 <= shard < count:
+        raise LeopartError(f"shard {shard} does not exist: {n} images in {count} shard(s) of {shard_size}")
+    if shard_size is None:
+        return 0, n
+    return shard * shard_size, min(n, (shard + 1) * shard_size)
+
+
 def _images(loader: DataLoader) -> Iterator[torch.Tensor]:
     """Yield the image tensor of every batch (first element of tuple/list batches)."""
     for batch in loader:
@@ -121,8 +149,18 @@ def _images(loader: DataLoader) -> Iterator[torch.Tensor]:
 
 
 @contextlib.contextmanager
-def _fp32_matmul(device: torch.device) -> Iterator[None]:
-    """Disable TF32 on CUDA inside the block (restores the previous settings)."""
+def precision_context(device: torch.device | str, precision: str = "fp32") -> Iterator[None]:
+    """Numerics of a forward pass: strict fp32 or bfloat16 autocast.
+
+    ``"fp32"``: on CUDA, TF32 matmuls/convolutions are disabled inside the block (the previous
+    settings are restored); on CPU nothing changes. ``"bf16"``: ``torch.autocast`` with
+    ``dtype=torch.bfloat16`` on the device type (CPU or CUDA).
+    """
+    device = torch.device(device)
+    if precision == "bf16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+        return
     if device.type != "cuda":
         yield
         return

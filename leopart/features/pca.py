@@ -15,6 +15,9 @@ and project. This module reproduces those semantics without ever holding the raw
   accumulated in float64 with the same parallel update (each block is centred in float64; its
   cross products are computed in float32, which halves the dominant cost). Components are the top eigenvectors
   (``numpy.linalg.eigh``), equal to ``faiss.PCAMatrix`` on the same sample up to sign.
+* Every BLAS/LAPACK call (block cross products, ``eigh``, the projection) runs on one thread
+  (:func:`leopart.numerics.fixed_blas_threads`): threaded OpenBLAS rounds differently for every
+  thread count, and k-means downstream amplifies those last bits into a different table.
 * :func:`transform_to` — ``((x - mean) / scale - pca_mean) @ components.T`` chunk by chunk into
   atomically written ``.npy`` files.
 
@@ -26,8 +29,6 @@ the file size.
 
 from __future__ import annotations
 
-import contextlib
-import mmap
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from leopart.errors import LeopartError
-from leopart.io import PathLike, atomic_path, npy_writer
+from leopart.io import PathLike, atomic_path, npy_writer, release_pages
+from leopart.numerics import fixed_blas_threads
 
 __all__ = [
     "PCAModel",
@@ -87,13 +89,15 @@ class PCAModel:
     def transform(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Project rows ``(n, D)`` to ``(n, dim)`` float32: ``((x - mean) / scale - pca_mean) @ components.T``.
 
-        Computed in float32 (the bias ``components @ pca_mean`` in float64 once); ``out`` may be a
-        slice of a memmap to write into.
+        Computed in float32 (the bias ``components @ pca_mean`` in float64 once) with one BLAS
+        thread, so the bytes do not depend on the thread count (:mod:`leopart.numerics`); ``out``
+        may be a slice of a memmap to write into.
         """
         z = np.subtract(x, self.mean.astype(np.float32), dtype=np.float32)
         z *= (1.0 / self.scale).astype(np.float32)
-        y = np.matmul(z, np.ascontiguousarray(self.components.T, dtype=np.float32), out=out)
-        y -= (self.components.astype(np.float64) @ self.pca_mean).astype(np.float32)
+        with fixed_blas_threads():
+            y = np.matmul(z, np.ascontiguousarray(self.components.T, dtype=np.float32), out=out)
+            y -= (self.components.astype(np.float64) @ self.pca_mean).astype(np.float32)
         return y
 
 
@@ -135,19 +139,8 @@ def _as_rows(arrays: Sequence[np.ndarray] | np.ndarray, what: str = "tokens") ->
 
 
 def _release(arr: np.ndarray) -> None:
-    """Drop the resident pages of a memmap from this process (page cache keeps them).
-
-    Only for shared mappings (modes ``r``, ``r+``, ``w+``): on those, ``MADV_DONTNEED`` re-reads the
-    up-to-date file contents on the next access. Copy-on-write (``c``) mappings are left alone since
-    the advice would discard their private modifications. No-op for ordinary arrays.
-    """
-    mm = getattr(arr, "_mmap", None)
-    if not isinstance(mm, mmap.mmap) or getattr(arr, "mode", "c") == "c":
-        return
-    if not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    with contextlib.suppress(OSError, ValueError):
-        mm.madvise(mmap.MADV_DONTNEED)
+    """Drop the resident pages of a memmap from this process (:func:`leopart.io.release_pages`)."""
+    release_pages(arr)
 
 
 _STD_BLOCK_ROWS = 2048
@@ -330,7 +323,8 @@ def fit_pca(
 
     acc = _MomentAccumulator(d_in, full=True)
     starts = np.concatenate([[0], np.cumsum(sizes)])
-    with tqdm(total=n_fit, unit="tok", desc="pca fit", disable=not progress, mininterval=2) as bar:
+    blas = fixed_blas_threads()  # thread-count-independent cross products and eigh
+    with blas, tqdm(total=n_fit, unit="tok", desc="pca fit", disable=not progress, mininterval=2) as bar:
         for k, r in enumerate(rows):
             if sample is None:
                 blocks = (slice(a, b) for a, b in _chunks(r.shape[0], rows_per_chunk))
@@ -347,7 +341,8 @@ def fit_pca(
                 bar.update(x.shape[0])
     cov = acc.m2 / acc.n
     _check_finite(cov, "covariance")
-    evals, evecs = np.linalg.eigh(cov)  # ascending eigenvalues
+    with fixed_blas_threads():
+        evals, evecs = np.linalg.eigh(cov)  # ascending eigenvalues
     order = np.arange(d_in)[::-1][:dim]
     comps = evecs[:, order].T  # (dim, D)
     flip = comps[np.arange(dim), np.argmax(np.abs(comps), axis=1)] < 0
@@ -377,8 +372,9 @@ def transform_to(
     """Project token arrays and write each as ``.npy`` ``(N_i, ..., dim)`` float32 atomically.
 
     ``y = ((x - mean) / scale - pca_mean) @ components.T``, computed in float32 in blocks of 2048
-    rows (the bias ``components @ pca_mean`` is formed in float64 once); memmap pages are released
-    every ``rows_per_chunk`` rows.
+    rows (the bias ``components @ pca_mean`` is formed in float64 once) with one BLAS thread, so
+    the output bytes do not depend on the thread count; memmap pages are released every
+    ``rows_per_chunk`` rows.
 
     Args:
         arrays_in: token arrays ``(N_i, h, w, D)`` (memmaps welcome).
@@ -399,7 +395,8 @@ def transform_to(
             f"pca: tokens have dimension {rows[0].shape[1]} but the PCA model expects {model.in_dim}"
         )
     total = sum(r.shape[0] for r in rows)
-    with tqdm(total=total, unit="tok", desc="pca transform", disable=not progress, mininterval=2) as bar:
+    blas = fixed_blas_threads()
+    with blas, tqdm(total=total, unit="tok", desc="pca transform", disable=not progress, mininterval=2) as bar:
         for arr, r, path in zip(arrays, rows, paths, strict=True):
             shape = tuple(arr.shape[:-1]) + (model.dim,)
             with npy_writer(path, shape, np.float32) as out:

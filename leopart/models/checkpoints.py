@@ -14,11 +14,15 @@ Unlike the original code, which loads with ``strict=False`` and silently keeps a
 the key prefix does not match (§11.8), :func:`load_backbone_weights` refuses a checkpoint that
 leaves any backbone parameter unset or brings unknown non-head keys.
 
-Files are read with ``torch.load(weights_only=True)`` (plus ``argparse.Namespace``, which DINO's
-full checkpoint stores under ``"args"``). Files that need full unpickling (arbitrary classes, e.g.
-PyTorch Lightning callback types) are refused unless the caller sets ``trust=True``; trusted
-files are unpickled with a tolerant unpickler that replaces classes from modules that are not
-installed (e.g. ``pytorch_lightning``) by inert stand-ins, so the weights can still be read.
+Files are read with ``torch.load(weights_only=True)``, whose allow-list (tensors, plain
+containers) is extended by ``argparse.Namespace``, which DINO's full checkpoint stores under
+``"args"`` — so DINO checkpoints load without ``trust``. A file whose pickle references any other
+global (a class such as PyTorch Lightning's callback types, or a function such as ``os.system``)
+would execute code from the file when fully unpickled; it is refused with one message naming
+``models.<name>.weights.trust`` unless the caller sets ``trust=True`` (the referenced globals are
+found by parsing the pickle's opcodes, nothing is executed). Trusted files are unpickled with a
+tolerant unpickler that replaces classes from modules that are not installed (e.g.
+``pytorch_lightning``) by inert stand-ins, so the weights can still be read.
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ def load_checkpoint_file(path: PathLike, trust: bool = False) -> dict[str, Any]:
     Args:
         path: ``.pth``/``.ckpt``/``.pt`` file written by ``torch.save``.
         trust: allow full unpickling (arbitrary code execution!) when the file references
-            classes beyond tensors and plain containers. Set only for files you trust.
+            globals beyond tensors, plain containers and ``argparse.Namespace``. Set only for
+            files you trust.
 
     Raises:
         LeopartError: missing file; file needs full unpickling and ``trust`` is False; corrupt or
@@ -70,22 +75,24 @@ def load_checkpoint_file(path: PathLike, trust: bool = False) -> dict[str, Any]:
         with torch.serialization.safe_globals(_SAFE_GLOBALS), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc):
+    except Exception as exc:  # noqa: BLE001 - zip/EOF/key/unpickling errors are sorted out below
+        # torch's restricted unpickler refuses a well-formed pickle that references anything
+        # beyond the allow-list with the same exception type as a corrupt file: tell them apart
+        # by parsing the pickle opcodes (nothing is executed).
+        names = _pickle_globals(p)
+        if names is None:
             raise _corrupt(p, exc) from None
         if not trust:
-            names = _unsafe_globals(p)
-            hint = f" (it references {', '.join(names[:3])})" if names else ""
+            refs = [n for n in names if n not in _allowed_global_names()]
+            hint = f" (it references {', '.join(refs[:3])})" if refs else ""
             raise LeopartError(
-                f"{p}: checkpoint needs full unpickling; set models.<name>.weights.trust: true "
-                f"only if you trust the file{hint}"
+                f"{p}: checkpoint needs full unpickling, which would execute code from the file"
+                f"{hint}; set models.<name>.weights.trust: true only if you trust the file"
             ) from None
         try:
             obj = torch.load(p, map_location="cpu", weights_only=False, pickle_module=_tolerant_pickle)
         except Exception as exc2:  # noqa: BLE001 - anything failing here is a broken file
             raise _corrupt(p, exc2) from None
-    except Exception as exc:  # noqa: BLE001 - zip/EOF/key errors all mean "not a checkpoint"
-        raise _corrupt(p, exc) from None
     if not isinstance(obj, Mapping):
         raise LeopartError(f"{p}: checkpoint holds a {type(obj).__name__}, expected a dict")
     return dict(obj)
@@ -277,14 +284,76 @@ def _first(keys: list[str], n: int = 3) -> str:
 
 def _corrupt(p: Path, exc: BaseException) -> LeopartError:
     detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    return LeopartError(f"{p}: not a readable PyTorch checkpoint ({type(exc).__name__}{': ' + detail if detail else ''})")
+    what = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return LeopartError(f"{p}: not a readable PyTorch checkpoint ({what})")
 
 
-def _unsafe_globals(p: Path) -> list[str]:
+def _allowed_global_names() -> set[str]:
+    """``module.qualname`` of every global torch's weights-only unpickler accepts here."""
+    try:  # private torch API; only used to keep allowed names out of the message
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        names = set(_get_allowed_globals())
+    except Exception:  # noqa: BLE001
+        names = set()
+    names.update(f"{g.__module__}.{g.__qualname__}" for g in _SAFE_GLOBALS)
+    return names
+
+
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
+               "BINSTRING", "STRING"}
+
+
+def _pickle_globals(p: Path, max_pickles: int = 6) -> list[str] | None:
+    """The ``module.name`` globals a checkpoint's pickle references, found by parsing opcodes.
+
+    Nothing is imported or executed. Reads ``<archive>/data.pkl`` of a zip checkpoint, or the
+    consecutive pickles at the start of a legacy/raw pickle file (legacy torch files append raw
+    storage bytes after them). Returns ``None`` if no complete pickle can be parsed (the file is
+    not a pickle at all), otherwise the globals in order of first appearance.
+    """
+    import io
+    import pickletools
+    import zipfile
+
     try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(p))
-    except Exception:  # noqa: BLE001 - only used to enrich a message
-        return []
+        if zipfile.is_zipfile(p):
+            with zipfile.ZipFile(p) as zf:
+                members = [n for n in zf.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+                if not members:
+                    return None
+                data = zf.read(members[0])
+        else:
+            data = p.read_bytes()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+    stream = io.BytesIO(data)
+    names: list[str] = []
+    parsed = 0
+    while parsed < max_pickles and stream.tell() < len(data):
+        pushed: list[Any] = []  # recent string arguments, for STACK_GLOBAL
+        memo: dict[int, Any] = {}
+        found: list[str] = []
+        try:
+            for op, arg, _pos in pickletools.genops(stream):
+                if op.name in _STRING_OPS:
+                    pushed.append(arg)
+                elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                    memo[int(arg)] = pushed[-1] if pushed else None
+                elif op.name == "MEMOIZE":
+                    memo[len(memo)] = pushed[-1] if pushed else None
+                elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+                    pushed.append(memo.get(int(arg)))
+                elif op.name == "GLOBAL":
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL":
+                    mod, name = (pushed[-2:] + [None, None])[:2] if len(pushed) >= 2 else (None, None)
+                    found.append(f"{mod}.{name}" if isinstance(mod, str) and isinstance(name, str) else "?")
+        except Exception:  # noqa: BLE001 - the end of the pickles (or not a pickle)
+            break
+        parsed += 1
+        names.extend(n for n in found if n not in names)
+    return names if parsed else None
 
 
 class _MissingClass(dict):
@@ -297,7 +366,7 @@ class _MissingClass(dict):
 
     _qualname = "?"
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "_MissingClass":
+    def __new__(cls, *args: Any, **kwargs: Any) -> _MissingClass:
         return dict.__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from functools import partial
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +37,8 @@ __all__ = [
     "tokens_and_attention",
     "forward_tokens_and_attention",
     "patch_size_of",
+    "vit_tokens",
+    "set_drop_path",
 ]
 
 
@@ -213,6 +216,35 @@ def embed_tokens(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, 
     x = torch.cat((model.cls_token.expand(b, -1, -1), x), dim=1)
     x = x + interpolate_pos_embed_dino(model.pos_embed, h, w)
     return model.norm_pre(model.patch_drop(model.pos_drop(x))), h, w
+
+
+def vit_tokens(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final-norm CLS and patch tokens of a :func:`build_vit` ViT, for training.
+
+    Same computation as :func:`tokens_and_attention` (DINO positional-embedding interpolation)
+    but every block runs timm's own (fused) attention and no attention map is returned, which is
+    cheaper for the student.
+
+    Returns:
+        ``cls`` (B, D) and ``tokens`` (B, h, w, D) in the compute dtype.
+    """
+    x, h, w = embed_tokens(model, images)
+    b = images.shape[0]
+    x = model.blocks(x)
+    x = model.norm(x)
+    return x[:, 0], x[:, 1:].reshape(b, h, w, x.shape[-1])
+
+
+def set_drop_path(model: nn.Module, rate: float) -> None:
+    """Stochastic depth linearly spaced 0 → ``rate`` over the blocks (spec §2.1); 0 turns it off."""
+    from timm.layers import DropPath
+
+    blocks = list(model.blocks)
+    rates = np.linspace(0.0, float(rate), len(blocks)) if blocks else []
+    for blk, r in zip(blocks, rates):
+        for name in ("drop_path1", "drop_path2"):
+            if hasattr(blk, name):
+                setattr(blk, name, DropPath(float(r)) if r > 0 else nn.Identity())
 
 
 #: Alias under the name used in ``docs/architecture.md``.

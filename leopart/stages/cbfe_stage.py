@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 
 from leopart.cbfe import cbfe as run_cbfe
 from leopart.cluster.kmeans import eval_block_weights
 from leopart.errors import LeopartError
-from leopart.io import load_npy, provenance, save_npy, sidecar_path, write_json, write_parquet
+from leopart.io import load_npy, save_npy, write_json, write_parquet
 from leopart.metrics import per_image_fg_iou
 from leopart.resample import upsample_labels
-from leopart.stages.runner import params_of
+from leopart.stages.runner import Sidecars, StageCall
 
 log = logging.getLogger(__name__)
 
@@ -23,28 +22,28 @@ def _fg_iou(gt: np.ndarray, fg_tokens: np.ndarray, size: int) -> float:
     return per_image_fg_iou(gt, upsample_labels(fg_tokens.astype(np.uint8), size).astype(bool))
 
 
-def cbfe(smk: Any) -> None:
+def cbfe(call: StageCall) -> Sidecars:
     """Foreground masks per split (token resolution), per-cluster table, threshold record."""
-    lab_tr = load_npy(smk.input.train_labels, ndim=3, dtype_kind="iu", what="cluster labels")
-    lab_va = load_npy(smk.input.val_labels, ndim=3, dtype_kind="iu", what="cluster labels")
-    att_tr = load_npy(smk.input.train_attn, ndim=3, what="attention masks")
-    att_va = load_npy(smk.input.val_attn, ndim=3, what="attention masks")
-    gt_tr = load_npy(smk.input.train_gt, ndim=3, dtype_kind="u", what="ground truth")
-    for lab, att, path in ((lab_tr, att_tr, smk.input.train_attn), (lab_va, att_va, smk.input.val_attn)):
+    inp, p = call.input, call.params
+    lab_tr = load_npy(inp["train_labels"], ndim=3, dtype_kind="iu", what="cluster labels")
+    lab_va = load_npy(inp["val_labels"], ndim=3, dtype_kind="iu", what="cluster labels")
+    att_tr = load_npy(inp["train_attn"], ndim=3, what="attention masks")
+    att_va = load_npy(inp["val_attn"], ndim=3, what="attention masks")
+    gt_tr = load_npy(inp["train_gt"], ndim=3, dtype_kind="u", what="ground truth")
+    for lab, att, path in ((lab_tr, att_tr, inp["train_attn"]), (lab_va, att_va, inp["val_attn"])):
         if lab.shape != att.shape:
             raise LeopartError(f"{path}: attention masks have shape {att.shape} but the clustered "
                                f"tokens have {lab.shape} (same images and token grid needed)")
-    k = int(smk.wildcards.ck)
-    size = int(smk.params.eval_size)
+    k = int(call.wildcards["cbfe_k"])
+    size = int(p["eval_size"])
     weights = eval_block_weights(lab_tr.shape[1:], size)
-    lo, hi = smk.params.cut_range
+    lo, hi = p["cut_range"]
     result = run_cbfe(np.asarray(lab_tr), np.asarray(lab_va), np.asarray(att_tr).astype(bool),
                       np.asarray(att_va).astype(bool), np.asarray(gt_tr), k, weights, eval_size=size,
-                      threshold=smk.params.threshold, cut_fractions=(lo, hi),
-                      round_step=smk.params.round_step)
-    save_npy(smk.output.train_fg, result.fg_train.astype(np.uint8))
-    save_npy(smk.output.val_fg, result.fg_val.astype(np.uint8))
-    write_parquet(smk.output.clusters, result.table)
+                      threshold=p["threshold"], cut_fractions=(lo, hi), round_step=p["round_step"])
+    save_npy(call.output["train_fg"], result.fg_train.astype(np.uint8))
+    save_npy(call.output["val_fg"], result.fg_val.astype(np.uint8))
+    write_parquet(call.output["clusters"], result.table)
     search = result.search
     record = {
         "threshold": result.threshold,
@@ -58,12 +57,10 @@ def cbfe(smk: Any) -> None:
     if search is not None:
         record.update({"raw_threshold": search.raw_threshold, "best_cut": search.best_cut,
                        "cuts": search.cuts, "cut_scores": search.scores})
-    record.update(provenance(stage="cbfe", params=params_of(smk),
-                             inputs={n: p for n, p in smk.input.items()}))
-    write_json(smk.output.threshold, record)
-    for out in (smk.output.train_fg, smk.output.val_fg):
-        write_json(sidecar_path(out), {"threshold_record": str(smk.output.threshold),
-                                       "note": "token-resolution mask; eval map = torch-nearest upsampling"})
+    write_json(call.output["threshold"], record)
     log.info("CBFE threshold %.2f: %d/%d train fg clusters, train fg IoU %.3f (attention alone %.3f)",
              result.threshold, record["fg_clusters_train"], k, record["train_fg_iou"],
              record["train_attention_fg_iou"])
+    mask_record = {"threshold_record": str(call.output["threshold"]),
+                   "note": "token-resolution mask; eval map = torch-nearest upsampling"}
+    return {"threshold": {}, "train_fg": mask_record, "val_fg": mask_record}

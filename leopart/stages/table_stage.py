@@ -1,23 +1,38 @@
-"""Stage: Table 5 from the row metric artefacts."""
+"""Stage: Table 5 and its paired comparisons from the row metric artefacts."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from leopart.io import provenance, sidecar_path, write_json, write_text
-from leopart.stages.runner import params_of
-from leopart.table import build_table
+from leopart.io import write_text
+from leopart.stages.runner import Sidecars, StageCall
+from leopart.table import build_table, table_comparisons, table_rows
 
 log = logging.getLogger(__name__)
 
 
-def table5(smk: Any) -> None:
-    """Write Table 5 (CSV) and its provenance sidecar."""
-    inputs = {name: (paths if isinstance(paths, str) else list(paths)) for name, paths in smk.input.items()}
-    table = build_table(inputs, dict(smk.params.labels), smk.params.dataset, smk.params.k_overcluster,
-                        smk.params.k_fg, smk.params.k_cd)
-    write_text(smk.output.table, table.to_csv(index=False, float_format="%.2f"))
-    write_json(sidecar_path(smk.output.table), provenance(stage="table5", params=params_of(smk),
-                                                          extra={"sources": inputs}))
-    log.info("Table 5:\n%s", table.to_string(index=False))
+def table5(call: StageCall) -> Sidecars:
+    """Write Table 5 (CSV) and ``comparisons.csv``; the table's sidecar holds every row's values,
+    the decomposition of its spread and the paired comparisons (see :mod:`leopart.table`).
+
+    ``params``: ``labels``, ``dataset``, ``voc2012``, ``derived``, ``k_overcluster``, ``k_fg``,
+    ``k_cd``, ``seeds`` (the seeds
+    of every input file) and ``cd_rows`` ([row name, input name] of every +CD variant).
+    """
+    p = call.params
+    cd_rows = [tuple(r) for r in p["cd_rows"]]
+    result = build_table(
+        dict(call.input), dict(p["seeds"]), dict(p["labels"]), p["dataset"],
+        table_rows(p["k_overcluster"], p["k_fg"], p["k_cd"], cd_rows),
+        table_comparisons([name for name, _ in cd_rows]),
+        voc2012=bool(p.get("voc2012", False)),
+    )
+    if (result.table["classes"] == 0).any():
+        log.warning("val ground truth has no valid pixel: mIoU is NaN (%s)", ", ".join(result.table["row"]))
+    write_text(call.output["table"], result.table.to_csv(index=False, float_format="%.2f"))
+    write_text(call.output["comparisons"], result.comparisons.to_csv(index=False, float_format="%.3f"))
+    log.info("Table 5:\n%s", result.table.to_string(index=False))
+    log.info("Paired comparisons:\n%s", result.comparisons.to_string(index=False))
+    return {"table": {**result.record, "sources": dict(call.input),
+                      "derived_from_num_classes": dict(p.get("derived") or {})},
+            "comparisons": {"table": call.output["table"]}}

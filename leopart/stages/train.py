@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from leopart.errors import LeopartError
+from leopart.stages.runner import StageCall, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def training_dataset(images: dict[str, Any], manifest: str | None = None) -> Any
 
     if images["source"] == "toy":
         return ToyImageDataset(images["n"], images["image_size"], seed=images["seed"], split="train",
-                               cache=bool(images.get("cache", False)), fresh=bool(images.get("fresh", False)))
+                               cache=images["cache"], fresh=images["fresh"])
     if not manifest:
         raise LeopartError("training.*.images.source = 'manifest' needs the train manifest")
     from leopart.data.dataset import read_manifest
@@ -49,7 +50,7 @@ def run_training(kind: str, section: dict[str, Any], out_dir: str | Path, manife
     """Train ``kind`` ∈ {dino, leopart} with ``section`` (a ``training.<kind>`` config entry)."""
     import torch
 
-    from leopart.train.loop import merge_config
+    from leopart.config import complete_section, merge_config
 
     if kind == "dino":
         from leopart.train.dino import DEFAULT_CONFIG, TOY_CONFIG, train_dino as train
@@ -59,29 +60,29 @@ def run_training(kind: str, section: dict[str, Any], out_dir: str | Path, manife
         TOY_CONFIG = {}
     else:
         raise LeopartError(f"unknown training kind {kind!r} (dino or leopart)")
-    base = merge_config(DEFAULT_CONFIG, TOY_CONFIG) if section.get("toy_defaults", True) else DEFAULT_CONFIG
-    config = merge_config(base, section.get("config") or {}, where=f"training.{kind}.config.")
+    section = complete_section(f"training_{kind}", section, f"training.{kind}")
+    base = merge_config(DEFAULT_CONFIG, TOY_CONFIG) if section["toy_defaults"] else DEFAULT_CONFIG
+    config = merge_config(base, section.get("config") or {}, where=f"training.{kind}.config")
     if init_path is not None:
         config = merge_config(config, {"init": {"source": "dino", "path": str(init_path)}})
-    threads = section.get("threads")
-    if threads:
-        torch.set_num_threads(int(threads))
+    if section["threads"]:
+        torch.set_num_threads(section["threads"])
     dataset = training_dataset(section["images"], manifest)
     log.info("training %s on %d images into %s", kind, len(dataset), out_dir)
     return train(config, dataset, out_dir, resume="auto")
 
 
-def train_dino_stage(smk: Any) -> None:
-    """Snakemake stage: DINO pretraining (rule ``train_dino``)."""
-    out_dir = Path(smk.output.final).parent
-    run_training("dino", dict(smk.params.section), out_dir, manifest=smk.input.get("manifest"))
+def train_dino_stage(call: StageCall) -> None:
+    """Pipeline stage: DINO pretraining (rule ``train_dino``)."""
+    out_dir = Path(call.output["final"]).parent
+    run_training("dino", dict(call.params["section"]), out_dir, manifest=call.input["manifest"] or None)
 
 
-def train_leopart_stage(smk: Any) -> None:
-    """Snakemake stage: Leopart fine-tuning from a DINO checkpoint (rule ``train_leopart``)."""
-    out_dir = Path(smk.output.final).parent
-    run_training("leopart", dict(smk.params.section), out_dir, manifest=smk.input.get("manifest"),
-                 init_path=smk.input.init)
+def train_leopart_stage(call: StageCall) -> None:
+    """Pipeline stage: Leopart fine-tuning from a DINO checkpoint (rule ``train_leopart``)."""
+    out_dir = Path(call.output["final"]).parent
+    run_training("leopart", dict(call.params["section"]), out_dir, manifest=call.input["manifest"] or None,
+                 init_path=call.input["init"])
 
 
 def init_distributed() -> None:
@@ -111,7 +112,6 @@ def main() -> None:
     Multi-GPU: ``torchrun --nproc_per_node=N -m leopart.stages.train leopart CONFIG OUT --init CKPT``.
     """
     from leopart.config import load_config
-    from leopart.stages.runner import setup_logging
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("kind", choices=["dino", "leopart"])

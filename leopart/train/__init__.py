@@ -2,16 +2,18 @@
 
 - :mod:`leopart.train.multicrop` — ``LeopartCrops`` (2 global + 4 local crops with boxes in
   original pixels, bounded overlap resampling), ``relative_boxes``, ``collate_crops``,
-  ``CropDataset`` / ``ImagePathDataset`` / ``ToyImageDataset``.
+  ``forward_by_resolution``, ``CropDataset`` / ``ImagePathDataset`` / ``ToyImageDataset``.
 - :mod:`leopart.train.sinkhorn` — ``sinkhorn(scores, eps, iters, world_size, all_reduce)``
   (log-domain, DDP-aware).
 - :mod:`leopart.train.heads` — ``ProjectionHead``, ``Prototypes`` (``normalize_()``), ``DINOHead``.
 - :mod:`leopart.train.leopart_loss` — ``LeopartLoss`` (queue, fg masks, RoI-aligned masked CE),
   ``roi_align_boxes``.
-- :mod:`leopart.train.schedules` — ``cosine_schedule``, ``ema_update_``, ``param_groups``,
-  ``set_schedule_values``.
-- :mod:`leopart.train.loop` — shared loop: checkpoints (atomic), resume, logs, signals, DDP
-  batching (``BaseTrainer``).
+- :mod:`leopart.train.schedules` — ``cosine_schedule``, ``param_groups``, ``set_schedule_values``.
+- :mod:`leopart.train.model_ema` — ``ema_update_`` (the teacher's EMA of the student).
+- :mod:`leopart.train.trainer` — ``BaseTrainer``: set-up, loop, checkpoints and resumption
+  shared by both trainers; built on :mod:`~leopart.train.checkpoint` (atomic save, weights-only
+  load, RNG state), :mod:`~leopart.train.distributed` (ranks, devices, DDP, data order),
+  :mod:`~leopart.train.log` (CSV/Parquet log, loss curve) and :mod:`~leopart.train.signals`.
 - :mod:`leopart.train.leopart_trainer` — ``LeopartTrainer``, ``train_leopart(config, dataset,
   out_dir)``.
 - :mod:`leopart.train.dino` — ``DINOTrainer``, ``train_dino(config, dataset, out_dir)``.

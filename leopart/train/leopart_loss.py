@@ -124,7 +124,7 @@ class LeopartLoss(nn.Module):
         Returns:
             (N, h, w) float32 0/1 on ``cls_attn``'s device.
         """
-        from leopart.features.attention import attention_masks  # noqa: PLC0415
+        from leopart.features.attention import attention_masks
 
         m = attention_masks(
             cls_attn.detach().float().cpu().numpy(), grid, threshold=self.fg_threshold,

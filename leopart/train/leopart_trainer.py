@@ -4,13 +4,18 @@ Entry point: :func:`train_leopart` ``(config, dataset, out_dir)``; the dataset y
 (or image paths / uint8 arrays). Config keys and defaults are :data:`DEFAULT_CONFIG` (the
 paper's values; the toy uses smaller crops and model).
 
-One optimiser step (spec §3.7, order of the authors' ``training_step``):
+One optimiser step, in the order of the authors' ``training_step`` (spec §3.7):
 1. L2-normalise the prototype rows of student and teacher;
-2. teacher EMA ``θ_t ← m_i θ_t + (1 − m_i) θ_s`` over all parameters (BEFORE this step's update);
-3. teacher forward on the global crops (no grad): embeddings, prototype scores, CLS attention;
-4. fg masks (§3.4), Sinkhorn targets with the queue (§3.5);
-5. student forward on all crops, RoI-aligned masked CE (§3.6);
+2. teacher forward on the global crops (no grad): embeddings, prototype scores, CLS attention;
+3. fg masks (§3.4), Sinkhorn targets with the queue (§3.5);
+4. student forward on all crops, RoI-aligned masked CE (§3.6);
+5. teacher EMA ``θ_t ← m_i θ_t + (1 − m_i) θ_s`` over all parameters, ``θ_s`` the student before
+   this step's update; so the forward pass of step 2 saw the teacher of the previous steps, with
+   unit-length prototypes;
 6. write lr/wd of step i into the 4 parameter groups, backward, AdamW step.
+
+``ema_update: before_forward`` moves step 5 before step 2 (the teacher's forward then sees the
+updated teacher, whose prototypes are a blend of unit rows rather than unit rows).
 
 Deviations from the authors' code (options keep their behaviour reachable):
 - the teacher forward runs under ``no_grad`` (identical values, less memory);
@@ -23,7 +28,6 @@ Deviations from the authors' code (options keep their behaviour reachable):
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,22 +35,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from leopart.errors import LeopartError
+from leopart.models.vit import patch_size_of, tokens_and_attention, vit_tokens
+from leopart.train.distributed import autocast
 from leopart.train.heads import ProjectionHead, Prototypes
 from leopart.train.leopart_loss import LeopartLoss
-from leopart.train.loop import (
-    BaseTrainer,
-    all_reduce_mean,
-    autocast,
-    build_backbone,
-    dist_info,
-    merge_config,
-    resolve_device,
-    set_drop_path,
-    vit_tokens,
-)
-from leopart.train.multicrop import ColourAug, CropDataset, LeopartCrops, collate_crops
-from leopart.train.schedules import cosine_schedule, ema_update_, param_groups, set_schedule_values
+from leopart.train.model_ema import ema_update_
+from leopart.train.multicrop import ColourAug, LeopartCrops, forward_by_resolution
+from leopart.train.schedules import cosine_schedule, param_groups, set_schedule_values
+from leopart.train.trainer import BaseTrainer
 
 #: Defaults = the authors' configuration (spec §3.1). ``model`` is passed to ``build_vit``;
 #: ``init`` to ``load_backbone_weights`` (source dino|leopart|local|random).
@@ -65,6 +61,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     },
     "head": {"hidden_dim": 2048, "out_dim": 256, "n_layers": 3, "n_prototypes": 300},
     "teacher_head_init": "independent",
+    "ema_update": "after_forward",
     "loss": {
         "loss_mask": "fg", "queue_length": 4096, "push_factor": 10, "eps": 0.05, "sinkhorn_iters": 3,
         "student_temp": 0.1, "roi_size": 7, "mask_tolerance": 0.0, "queue_scores_with": "student",
@@ -98,43 +95,30 @@ class LeopartModel(nn.Module):
 
     @property
     def patch_size(self) -> int:
-        from leopart.models.vit import patch_size_of  # noqa: PLC0415
-
         return patch_size_of(self.backbone)[0]
 
     def forward(self, crops: Sequence[torch.Tensor], with_attention: bool = False) -> dict[str, list]:
-        """Run crops grouped by resolution (consecutive equal-size crops are batched together).
+        """Run crops grouped by resolution (:func:`~leopart.train.multicrop.forward_by_resolution`).
 
         Args:
             crops: list of (B, 3, S_v, S_v) tensors.
             with_attention: also return last-block CLS attention (explicit attention; teacher).
         Returns:
             dict with per-crop lists ``emb`` (B, h, w, D), ``scores`` (B, h, w, K) and ``attn``
-            (B, heads, h·w) (only when ``with_attention``).
+            (B, heads, h·w) (empty unless ``with_attention``).
         """
-        from leopart.models.vit import tokens_and_attention  # noqa: PLC0415
 
-        out: dict[str, list] = {"emb": [], "scores": [], "attn": []}
-        i = 0
-        while i < len(crops):
-            j = i
-            while j < len(crops) and crops[j].shape[-2:] == crops[i].shape[-2:]:
-                j += 1
-            x = torch.cat(list(crops[i:j]))
+        def run(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
             if with_attention:
                 tokens, attn = tokens_and_attention(self.backbone, x)
             else:
-                _, tokens = vit_tokens(self.backbone, x)
-                attn = None
+                tokens, attn = vit_tokens(self.backbone, x)[1], None
             emb = self.head(tokens)
-            scores = self.prototypes(emb)
-            n = j - i
-            out["emb"] += list(emb.chunk(n))
-            out["scores"] += list(scores.chunk(n))
-            if attn is not None:
-                out["attn"] += list(attn.chunk(n))
-            i = j
-        return out
+            return (emb, self.prototypes(emb)) if attn is None else (emb, self.prototypes(emb), attn)
+
+        per_crop = forward_by_resolution(crops, run)
+        return {"emb": [c[0] for c in per_crop], "scores": [c[1] for c in per_crop],
+                "attn": [c[2] for c in per_crop] if with_attention else []}
 
 
 def make_crops(cfg: Mapping[str, Any]) -> LeopartCrops:
@@ -150,63 +134,41 @@ def make_crops(cfg: Mapping[str, Any]) -> LeopartCrops:
 
 
 class LeopartTrainer(BaseTrainer):
-    """Leopart fine-tuning loop (see the module docstring for the step order).
+    """Leopart fine-tuning loop (see the module docstring for the step order); set-up,
+    checkpoints, logs and resumption are :class:`~leopart.train.trainer.BaseTrainer`'s.
 
-    Args:
-        config: merged with :data:`DEFAULT_CONFIG` (unknown keys are errors).
-        dataset: a dataset of images (PIL / path / uint8 array items); wrapped in a
-            :class:`CropDataset` unless it already is one.
-        out_dir: where checkpoints, logs and the exported backbone go (None: nothing written).
-        backbone: optional pre-built ViT (e.g. with DINO weights) used instead of
-            ``config.model``/``config.init``; the teacher backbone is a copy of it.
+    ``backbone`` (optional) is a pre-built ViT (e.g. with DINO weights) used instead of
+    ``config.model``/``config.init``; the teacher backbone is a copy of it.
     """
 
     kind = "leopart"
+    DEFAULT_CONFIG = DEFAULT_CONFIG
+    CHOICES = {"teacher_head_init": ("independent", "copy"), "ema_update": ("after_forward", "before_forward")}
+    student_key = "model"  # leopart.models.checkpoints (source "local") loads this one's backbone
 
-    def __init__(self, config: Mapping[str, Any] | None, dataset: Any, out_dir: str | Path | None = None,
-                 backbone: nn.Module | None = None) -> None:
-        cfg = merge_config(DEFAULT_CONFIG, config)
-        if cfg["teacher_head_init"] not in ("independent", "copy"):
-            raise LeopartError(f"teacher_head_init: expected 'independent' or 'copy', got {cfg['teacher_head_init']!r}")
-        crops = make_crops(cfg["crops"])
-        if not isinstance(dataset, CropDataset):
-            dataset = CropDataset(dataset, crops, seed=cfg["seed"])
-        super().__init__(cfg, dataset, out_dir, collate_crops)
-        self.crops = dataset.transform
-        self.device = resolve_device(cfg["device"])
-        self.precision = cfg["precision"]
-        seed = int(cfg["seed"])
-        torch.manual_seed(seed)
+    def make_crops(self, cfg: Mapping[str, Any]) -> LeopartCrops:
+        return make_crops(cfg)
 
-        if backbone is None:
-            backbone = build_backbone(cfg["model"], cfg["init"], seed)
+    def build_models(self, backbone: nn.Module) -> tuple[nn.Module, nn.Module]:
         teacher_backbone = copy.deepcopy(backbone)
-        set_drop_path(backbone, cfg["drop_path_rate"])
-        set_drop_path(teacher_backbone, 0.0)
         dim = int(backbone.embed_dim)
-        h = cfg["head"]
+        h = self.config["head"]
 
         def heads() -> tuple[ProjectionHead, Prototypes]:
             return (ProjectionHead(dim, h["hidden_dim"], h["out_dim"], h["n_layers"]),
                     Prototypes(h["out_dim"], h["n_prototypes"]))
 
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + 1)
+            torch.manual_seed(self.seed + 1)
             s_head, s_proto = heads()
             t_head, t_proto = heads()  # independent init (authors)
-        if cfg["teacher_head_init"] == "copy":
+        if self.config["teacher_head_init"] == "copy":
             t_head.load_state_dict(s_head.state_dict())
             t_proto.load_state_dict(s_proto.state_dict())
-        self.student_module = LeopartModel(backbone, s_head, s_proto).to(self.device)
-        self.teacher = LeopartModel(teacher_backbone, t_head, t_proto).to(self.device)
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-        self.student: nn.Module = self.student_module
-        if self.world > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.student = nn.parallel.DistributedDataParallel(self.student_module, device_ids=ids)
-        self.patch_size = self.student_module.patch_size
+        return LeopartModel(backbone, s_head, s_proto), LeopartModel(teacher_backbone, t_head, t_proto)
 
+    def build_optimisation(self) -> None:
+        cfg, h = self.config, self.config["head"]
         lc = cfg["loss"]
         self.loss = LeopartLoss(
             n_prototypes=h["n_prototypes"], embed_dim=h["out_dim"], n_global=self.crops.n_global,
@@ -251,51 +213,34 @@ class LeopartTrainer(BaseTrainer):
         targets = self.loss.targets(t_scores, t_emb, mask, protos.weight, self.generator)
         student_scores = [x.permute(0, 3, 1, 2) for x in s["scores"]]  # (B, K, r, r)
         loss, stats = self.loss(student_scores, targets, mask, batch["gc"].to(dev), batch["all"].to(dev),
-                                self.patch_size)
+                                self.student_module.patch_size)
         if mask is not None:
             stats["fg_fraction"] = float(mask.mean()) if self.loss.loss_mask == "fg" else float(1 - mask.mean())
         stats["queue_in_use"] = queue_in_use
         return loss, stats
 
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, float]:
-        i = self.step
-        if i >= self.total_steps:
-            raise LeopartError(f"epochs: step {i} is beyond the schedule of {self.total_steps} steps")
+        i = self.schedule_index()
         self.student_module.train()
         self.teacher.train()
         with torch.no_grad():
             self.student_module.prototypes.normalize_()
             self.teacher.prototypes.normalize_()
         m = float(self.momentum[i])
-        ema_update_(self.teacher, self.student_module, m)
+        ema_first = self.config["ema_update"] == "before_forward"
+        if ema_first:
+            ema_update_(self.teacher, self.student_module, m)
         loss, stats = self.forward_loss(batch)
+        if not ema_first:
+            ema_update_(self.teacher, self.student_module, m)
+        value = self.loss_value(loss, "lower optim.lr_*?")
         lr_b, lr_h, wd = float(self.lr_backbone[i]), float(self.lr_head[i]), float(self.wd[i])
         set_schedule_values(self.optimizer, lr_b, lr_h, wd)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        value = all_reduce_mean(float(loss.detach()), self.device)
-        if not math.isfinite(value):
-            raise LeopartError(f"training diverged: loss is {value} at step {i} (lower optim.lr_*?)")
         return {"loss": value, "lr": lr_b, "lr_head": lr_h, "wd": wd, "momentum": m, **{
             k: float(v) for k, v in stats.items()}}
-
-    # ------------------------------------------------------------------ state
-
-    def model_state(self) -> dict[str, Any]:
-        # "model" = the student: leopart.models.checkpoints (source "local") loads its backbone
-        return {
-            "model": self.student_module.state_dict(),
-            "teacher": self.teacher.state_dict(),
-            "loss_state": self.loss.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-        }
-
-    def load_model_state(self, state: Mapping[str, Any]) -> None:
-        self.student_module.load_state_dict(state["model"])
-        self.teacher.load_state_dict(state["teacher"])
-        self.loss.load_state_dict(state["loss_state"])
-        self.optimizer.load_state_dict(state["optimizer"])
 
 
 def train_leopart(config: Mapping[str, Any] | None, dataset: Any, out_dir: str | Path,
@@ -311,4 +256,4 @@ def train_leopart(config: Mapping[str, Any] | None, dataset: Any, out_dir: str |
     return LeopartTrainer(config, dataset, out_dir, backbone=backbone).run(resume, max_steps)
 
 
-__all__ = ["DEFAULT_CONFIG", "LeopartModel", "LeopartTrainer", "make_crops", "train_leopart", "dist_info"]
+__all__ = ["DEFAULT_CONFIG", "LeopartModel", "LeopartTrainer", "make_crops", "train_leopart"]

@@ -18,7 +18,7 @@ Differences from the authors' code (documented, deliberate):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,6 +354,32 @@ def collate_crops(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def forward_by_resolution(crops: Sequence[torch.Tensor],
+                          fn: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]]) -> list[Any]:
+    """Run ``fn`` once per run of consecutive same-size crops, batched, and split its output per crop.
+
+    DINO's ``MultiCropWrapper`` idea: the global crops go through the network as one batch, the
+    local crops as another. ``crops`` are (B, 3, S_v, S_v) tensors with the same B; ``fn`` maps a
+    (n·B, 3, S, S) batch to a tensor or a tuple of tensors with n·B rows (crop-major).
+
+    Returns:
+        One entry per crop: ``fn``'s output for that crop's B images (a tensor, or a tuple).
+    """
+    out: list[Any] = []
+    i = 0
+    while i < len(crops):
+        j = i
+        while j < len(crops) and crops[j].shape[-2:] == crops[i].shape[-2:]:
+            j += 1
+        y = fn(torch.cat(list(crops[i:j])))
+        if isinstance(y, tuple):
+            out += list(zip(*(t.chunk(j - i) for t in y)))
+        else:
+            out += list(y.chunk(j - i))
+        i = j
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # datasets
 
@@ -421,7 +447,7 @@ class ToyImageDataset(Dataset):
 
     def __init__(self, n: int, image_size: int, seed: int = 0, split: str = "train", cache: bool = False,
                  fresh: bool = False) -> None:
-        from leopart.data.toy import image_rng, render_toy_image  # noqa: PLC0415
+        from leopart.data.toy import image_rng, render_toy_image
 
         if cache and fresh:
             raise LeopartError("images: cache and fresh exclude each other (fresh images are new every epoch)")
@@ -433,7 +459,7 @@ class ToyImageDataset(Dataset):
         image_rng(self.seed, split, 0)  # validates the split name
         self._cache: np.ndarray | None = None
         if cache:
-            from tqdm import tqdm  # noqa: PLC0415
+            from tqdm import tqdm
 
             arr = np.empty((self.n, self.image_size, self.image_size, 3), dtype=np.uint8)
             for i in tqdm(range(self.n), desc=f"rendering {self.n} toy images", unit="img", mininterval=5):

@@ -1,4 +1,4 @@
-"""Per-step schedules, the teacher EMA update and optimiser parameter groups (spec §3.1, §3.7).
+"""Per-step schedules and optimiser parameter groups (spec §3.1, §3.7).
 
 All schedules are plain numpy arrays with exactly one entry per optimiser step (the authors'
 code indexes them with the global step).
@@ -40,31 +40,6 @@ def cosine_schedule(
     i = np.arange(t, dtype=np.float64)
     body = final + 0.5 * (base - final) * (1.0 + np.cos(np.pi * i / max(t, 1)))
     return np.concatenate([warmup, body]).astype(np.float64)
-
-
-@torch.no_grad()
-def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """In place ``θ_t ← m·θ_t + (1−m)·θ_s`` over ALL parameters (backbone, heads, prototypes).
-
-    Parameters are paired in registration order; both modules must have the same structure.
-    A DistributedDataParallel ``student`` is unwrapped.
-    """
-    student = getattr(student, "module", student)
-    t_params = list(teacher.parameters())
-    s_params = list(student.parameters())
-    if len(t_params) != len(s_params):
-        raise LeopartError(
-            f"ema: teacher has {len(t_params)} parameter tensors, student {len(s_params)}; "
-            "the two models must have the same structure"
-        )
-    for pt, ps in zip(t_params, s_params):
-        if pt.shape != ps.shape:
-            raise LeopartError(f"ema: parameter shape mismatch {tuple(pt.shape)} vs {tuple(ps.shape)}")
-    if not t_params:
-        return
-    m = float(momentum)
-    torch._foreach_mul_(t_params, m)
-    torch._foreach_add_(t_params, [p.detach().to(pt.dtype) for p, pt in zip(s_params, t_params)], alpha=1.0 - m)
 
 
 def _no_decay(name: str, param: torch.Tensor) -> bool:

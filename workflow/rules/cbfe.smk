@@ -1,55 +1,64 @@
 # CBFE (spec §7) and foreground-only clustering for the CBFE row and the K = k plus 1 upper bound.
 
 
+kmeans_trainval_job = job_files("kmeans_trainval", "{model}_k{k}_seed{seed}")
+
+
 rule kmeans_trainval:
     """k-means (spherical by default) on train and val PCA tokens at token resolution (spec §5.2)."""
     input:
         train=lambda wc: reduced_path(wc.model, "trainval", "train"),
         val=lambda wc: reduced_path(wc.model, "trainval", "val"),
     output:
-        train=f"{R}/kmeans/{{model}}/trainval_k{{k}}_seed{{seed}}/train_labels.npy",
-        val=f"{R}/kmeans/{{model}}/trainval_k{{k}}_seed{{seed}}/val_labels.npy",
-    params:
-        kmeans=config["kmeans"],
-        spherical=CB["spherical"],
+        train=f"{RUN_DIR}/kmeans/{{model}}/trainval_k{{k}}_seed{{seed}}/train_labels.npy",
+        val=f"{RUN_DIR}/kmeans/{{model}}/trainval_k{{k}}_seed{{seed}}/val_labels.npy",
     log:
-        logp("kmeans_trainval", "{model}_k{k}_seed{seed}"),
+        kmeans_trainval_job.log,
     benchmark:
-        benchp("kmeans_trainval", "{model}_k{k}_seed{seed}")
-    threads: THREADS
+        kmeans_trainval_job.benchmark
     conda:
         ENV
+    threads: THREADS
+    params:
+        kmeans=config["kmeans"],
+        spherical=CBFE_CONFIG["spherical"],
     script:
         "../scripts/kmeans_trainval.py"
+
+
+cbfe_job = job_files("cbfe", "{model}_k{cbfe_k}_seed{cbfe_seed}")
 
 
 rule cbfe:
     """Cluster attention precision, train-GT threshold search, foreground masks per split."""
     input:
-        train_labels=f"{R}/kmeans/{{model}}/trainval_k{{ck}}_seed{{cs}}/train_labels.npy",
-        val_labels=f"{R}/kmeans/{{model}}/trainval_k{{ck}}_seed{{cs}}/val_labels.npy",
+        train_labels=f"{RUN_DIR}/kmeans/{{model}}/trainval_k{{cbfe_k}}_seed{{cbfe_seed}}/train_labels.npy",
+        val_labels=f"{RUN_DIR}/kmeans/{{model}}/trainval_k{{cbfe_k}}_seed{{cbfe_seed}}/val_labels.npy",
         train_attn=attn_mask_path("train"),
         val_attn=attn_mask_path("val"),
         train_gt=gt_path("train"),
     output:
-        train_fg=f"{CBFE_PAT}/train_fg.npy",
-        val_fg=f"{CBFE_PAT}/val_fg.npy",
-        clusters=f"{CBFE_PAT}/clusters.parquet",
-        threshold=f"{CBFE_PAT}/threshold.json",
-    params:
-        cut_range=CB["cut_range"],
-        round_step=CB["round_step"],
-        threshold=CB.get("threshold"),
-        eval_size=DATASET["ground_truth"]["eval_size"],
+        train_fg=f"{CBFE_DIR_PATTERN}/train_fg.npy",
+        val_fg=f"{CBFE_DIR_PATTERN}/val_fg.npy",
+        clusters=f"{CBFE_DIR_PATTERN}/clusters.parquet",
+        threshold=f"{CBFE_DIR_PATTERN}/threshold.json",
     log:
-        logp("cbfe", "{model}_k{ck}_seed{cs}"),
+        cbfe_job.log,
     benchmark:
-        benchp("cbfe", "{model}_k{ck}_seed{cs}")
-    threads: THREADS
+        cbfe_job.benchmark
     conda:
         ENV
+    threads: THREADS
+    params:
+        cut_range=CBFE_CONFIG["cut_range"],
+        round_step=CBFE_CONFIG["round_step"],
+        threshold=CBFE_CONFIG["threshold"],
+        eval_size=DATASET["ground_truth"]["eval_size"],
     script:
         "../scripts/cbfe.py"
+
+
+fg_kmeans_job = job_files("fg_kmeans", "{model}_k{cbfe_k}_seed{cbfe_seed}_fg_k{k}_seed{seed}")
 
 
 rule fg_kmeans:
@@ -57,43 +66,48 @@ rule fg_kmeans:
     input:
         train=lambda wc: reduced_path(wc.model, "trainval", "train"),
         val=lambda wc: reduced_path(wc.model, "trainval", "val"),
-        train_fg=f"{CBFE_PAT}/train_fg.npy",
-        val_fg=f"{CBFE_PAT}/val_fg.npy",
+        train_fg=f"{CBFE_DIR_PATTERN}/train_fg.npy",
+        val_fg=f"{CBFE_DIR_PATTERN}/val_fg.npy",
     output:
-        train=f"{FGK_PAT}/train_labels.npy",
-        val=f"{FGK_PAT}/val_labels.npy",
+        train=f"{FG_KMEANS_DIR_PATTERN}/train_labels.npy",
+        val=f"{FG_KMEANS_DIR_PATTERN}/val_labels.npy",
+    log:
+        fg_kmeans_job.log,
+    benchmark:
+        fg_kmeans_job.benchmark
+    conda:
+        ENV
+    threads: THREADS
     params:
         kmeans=config["kmeans"],
         eval_size=DATASET["ground_truth"]["eval_size"],
-    log:
-        logp("fg_kmeans", "{model}_k{ck}_seed{cs}_fg_k{k}_seed{seed}"),
-    benchmark:
-        benchp("fg_kmeans", "{model}_k{ck}_seed{cs}_fg_k{k}_seed{seed}")
-    threads: THREADS
-    conda:
-        ENV
     script:
         "../scripts/fg_kmeans.py"
+
+
+fg_score_job = job_files("fg_score", "{model}_k{cbfe_k}_seed{cbfe_seed}_fg_k{k}_seed{seed}_{matching}")
 
 
 rule fg_score:
     """The CBFE row (Hungarian) or the upper bound (many-to-one) of a fg clustering on val."""
     input:
-        labels=f"{FGK_PAT}/val_labels.npy",
+        labels=f"{FG_KMEANS_DIR_PATTERN}/val_labels.npy",
         gt=gt_path("val"),
     output:
-        metrics=f"{FGK_PAT}/{{matching}}.json",
+        metrics=f"{FG_KMEANS_DIR_PATTERN}/{{matching}}.json",
+    log:
+        fg_score_job.log,
+    benchmark:
+        fg_score_job.benchmark
     wildcard_constraints:
         matching=r"hungarian|many_to_one",
-    params:
-        num_classes=NUM_CLASSES,
-        val_limit=None,
-    log:
-        logp("fg_score", "{model}_k{ck}_seed{cs}_fg_k{k}_seed{seed}_{matching}"),
-    benchmark:
-        benchp("fg_score", "{model}_k{ck}_seed{cs}_fg_k{k}_seed{seed}_{matching}")
-    threads: 1
     conda:
         ENV
+    threads: 1
+    params:
+        num_classes=NUM_CLASSES,
+        class_names=CLASS_NAMES,
+        val_limit=None,
+        matching=lambda wc: wc.matching,
     script:
         "../scripts/score_labels.py"

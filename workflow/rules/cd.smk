@@ -1,112 +1,168 @@
 # Community detection (spec §8): co-occurrence graph of the overclustering, Infomap, scoring.
 
+from leopart.cd.infomap_env import AUTHORS_VERSION
+
+# cd.infomap "authors" runs infomap 2.2.0 from a build shared by all runs under cd.infomap_envs
+# (rule infomap_env builds it once and records it for this run); "current" runs the installed
+# release and needs nothing built.
+INFOMAP_ENV_RECORD = f"{RUN_DIR}/infomap_env/infomap-{AUTHORS_VERSION}.json"
+INFOMAP_ENV_INPUT = [INFOMAP_ENV_RECORD] if CD_CONFIG["infomap"] == "authors" else []
+
+
+cooccurrence_job = job_files("cooccurrence", "{model}_k{cbfe_k}_seed{cbfe_seed}_fg_k{k}_seed{seed}")
+
 
 rule cooccurrence:
     """Row-normalised co-occurrence of labels over train+val maps (16 GLCM offsets)."""
     input:
-        train=f"{FGK_PAT}/train_labels.npy",
-        val=f"{FGK_PAT}/val_labels.npy",
+        train=f"{FG_KMEANS_DIR_PATTERN}/train_labels.npy",
+        val=f"{FG_KMEANS_DIR_PATTERN}/val_labels.npy",
     output:
-        matrix=f"{FGK_PAT}/cooccurrence.npy",
-        appearances=f"{FGK_PAT}/appearances.npy",
-    params:
-        eval_size=DATASET["ground_truth"]["eval_size"],
+        matrix=f"{FG_KMEANS_DIR_PATTERN}/cooccurrence.npy",
+        appearances=f"{FG_KMEANS_DIR_PATTERN}/appearances.npy",
     log:
-        logp("cooccurrence", "{model}_k{ck}_seed{cs}_fg_k{k}_seed{seed}"),
+        cooccurrence_job.log,
     benchmark:
-        benchp("cooccurrence", "{model}_k{ck}_seed{cs}_fg_k{k}_seed{seed}")
-    threads: THREADS
+        cooccurrence_job.benchmark
     conda:
         ENV
+    threads: THREADS
+    params:
+        eval_size=DATASET["ground_truth"]["eval_size"],
     script:
         "../scripts/cooccurrence.py"
+
+
+cd_edges_job = job_files("cd_edges", "{model}_k{cbfe_k}_seed{cbfe_seed}_fg_k{k}_seed{seed}_wt{weight_threshold}")
 
 
 rule cd_edges:
     """Undirected edges with both directions >= weight threshold; weight = the smaller one."""
     input:
-        matrix=f"{FGK_PAT}/cooccurrence.npy",
+        matrix=f"{FG_KMEANS_DIR_PATTERN}/cooccurrence.npy",
     output:
-        edges=f"{CD_PAT}/edges.parquet",
+        edges=f"{CD_EDGES_DIR_PATTERN}/edges.parquet",
     log:
-        logp("cd_edges", "{model}_k{ck}_seed{cs}_fg_k{k}_seed{seed}_wt{wt}"),
+        cd_edges_job.log,
     benchmark:
-        benchp("cd_edges", "{model}_k{ck}_seed{cs}_fg_k{k}_seed{seed}_wt{wt}")
-    threads: 1
+        cd_edges_job.benchmark
     conda:
         ENV
+    threads: 1
     script:
         "../scripts/cd_edges.py"
+
+
+infomap_env_job = job_files("infomap_env", f"infomap-{AUTHORS_VERSION}")
+
+
+rule infomap_env:
+    """infomap 2.2.0 (cd.infomap: authors) built once with pip into cd.infomap_envs; its record."""
+    output:
+        record=INFOMAP_ENV_RECORD,
+    log:
+        infomap_env_job.log,
+    benchmark:
+        infomap_env_job.benchmark
+    conda:
+        ENV
+    threads: 1
+    params:
+        version=AUTHORS_VERSION,
+        root=CD_CONFIG["infomap_envs"],
+    script:
+        "../scripts/infomap_env.py"
+
+
+infomap_job = job_files(
+    "infomap",
+    "{model}_k{cbfe_k}_seed{cbfe_seed}_fg_k{k}_seed{seed}_wt{weight_threshold}_mt{markov_time}_pm{preferred_modules}",
+)
 
 
 rule infomap:
     """One Infomap run per seed -> communities (run, node, module) + per-run statistics."""
     input:
-        edges=f"{CD_PAT}/edges.parquet",
-        matrix=f"{FGK_PAT}/cooccurrence.npy",
+        edges=f"{CD_EDGES_DIR_PATTERN}/edges.parquet",
+        matrix=f"{FG_KMEANS_DIR_PATTERN}/cooccurrence.npy",
+        infomap_env=INFOMAP_ENV_INPUT,
     output:
-        communities=f"{IM_PAT}/communities.parquet",
-        runs=f"{IM_PAT}/infomap_runs.parquet",
-    params:
-        seeds=CD["seeds"],
-        two_level=CD["two_level"],
-        num_trials=CD["num_trials"],
+        communities=f"{INFOMAP_DIR_PATTERN}/communities.parquet",
+        runs=f"{INFOMAP_DIR_PATTERN}/infomap_runs.parquet",
     log:
-        logp("infomap", "{model}_k{ck}_seed{cs}_fg_k{k}_seed{seed}_wt{wt}_mt{mt}_pm{pm}"),
+        infomap_job.log,
     benchmark:
-        benchp("infomap", "{model}_k{ck}_seed{cs}_fg_k{k}_seed{seed}_wt{wt}_mt{mt}_pm{pm}")
-    threads: 1
+        infomap_job.benchmark
     conda:
         ENV
+    threads: 1
+    params:
+        seeds=CD_CONFIG["seeds"],
+        two_level=CD_CONFIG["two_level"],
+        num_trials=CD_CONFIG["num_trials"],
+        infomap=CD_CONFIG["infomap"],
     script:
         "../scripts/infomap.py"
+
+
+cd_score_job = job_files(
+    "cd_score",
+    "{model}_k{cbfe_k}_seed{cbfe_seed}_fg_k{k}_seed{seed}_wt{weight_threshold}_mt{markov_time}_pm{preferred_modules}",
+)
 
 
 rule cd_score:
     """Merge val labels into communities per run (token maps) and score with Hungarian."""
     input:
-        communities=f"{IM_PAT}/communities.parquet",
-        labels=f"{FGK_PAT}/val_labels.npy",
+        communities=f"{INFOMAP_DIR_PATTERN}/communities.parquet",
+        runs=f"{INFOMAP_DIR_PATTERN}/infomap_runs.parquet",
+        labels=f"{FG_KMEANS_DIR_PATTERN}/val_labels.npy",
         gt=gt_path("val"),
     output:
-        merged=f"{IM_PAT}/val_merged.npy",
-        metrics=f"{IM_PAT}/metrics.json",
-    params:
-        num_classes=NUM_CLASSES,
-        too_many_modules=CD["too_many_modules"],
+        merged=f"{INFOMAP_DIR_PATTERN}/val_merged.npy",
+        metrics=f"{INFOMAP_DIR_PATTERN}/metrics.json",
     log:
-        logp("cd_score", "{model}_k{ck}_seed{cs}_fg_k{k}_seed{seed}_wt{wt}_mt{mt}_pm{pm}"),
+        cd_score_job.log,
     benchmark:
-        benchp("cd_score", "{model}_k{ck}_seed{cs}_fg_k{k}_seed{seed}_wt{wt}_mt{mt}_pm{pm}")
-    threads: THREADS
+        cd_score_job.benchmark
     conda:
         ENV
+    threads: THREADS
+    params:
+        num_classes=NUM_CLASSES,
+        class_names=CLASS_NAMES,
+        too_many_modules=CD_CONFIG["too_many_modules"],
     script:
         "../scripts/cd_score.py"
+
+
+cd_search_job = job_files("cd_search", "{model}_k{cbfe_k}_seed{cbfe_seed}_fg_k{k}_seed{seed}")
 
 
 rule cd_search:
     """Model selection of (weight threshold, markov time) on train with train GT (spec §8.6)."""
     input:
-        labels=f"{FGK_PAT}/train_labels.npy",
-        matrix=f"{FGK_PAT}/cooccurrence.npy",
+        labels=f"{FG_KMEANS_DIR_PATTERN}/train_labels.npy",
+        matrix=f"{FG_KMEANS_DIR_PATTERN}/cooccurrence.npy",
         gt=gt_path("train"),
+        infomap_env=INFOMAP_ENV_INPUT,
     output:
-        results=f"{FGK_PAT}/cd_search/results.parquet",
-        best=f"{FGK_PAT}/cd_search/best.json",
-    params:
-        grid=CD["search"],
-        seeds=CD["seeds"],
-        preferred_modules=CD.get("preferred_modules"),
-        two_level=CD["two_level"],
-        num_trials=CD["num_trials"],
-        num_classes=NUM_CLASSES,
+        results=f"{FG_KMEANS_DIR_PATTERN}/cd_search/results.parquet",
+        best=f"{FG_KMEANS_DIR_PATTERN}/cd_search/best.json",
     log:
-        logp("cd_search", "{model}_k{ck}_seed{cs}_fg_k{k}_seed{seed}"),
+        cd_search_job.log,
     benchmark:
-        benchp("cd_search", "{model}_k{ck}_seed{cs}_fg_k{k}_seed{seed}")
-    threads: THREADS
+        cd_search_job.benchmark
     conda:
         ENV
+    threads: THREADS
+    params:
+        grid=CD_CONFIG["search"],
+        seeds=CD_CONFIG["seeds"],
+        preferred_modules=CD_CONFIG["preferred_modules"],
+        two_level=CD_CONFIG["two_level"],
+        num_trials=CD_CONFIG["num_trials"],
+        num_classes=NUM_CLASSES,
+        infomap=CD_CONFIG["infomap"],
     script:
         "../scripts/cd_search.py"

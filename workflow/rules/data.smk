@@ -3,24 +3,26 @@
 
 if DATASET["kind"] == "toy":
 
+    toy_dataset_job = job_files("toy_dataset", "toy")
+
     rule toy_dataset:
         """Generate the deterministic synthetic part-based dataset (leopart/data/toy.py)."""
         output:
-            directory(f"{R}/dataset/toy"),
+            dataset=directory(f"{RUN_DIR}/dataset/toy"),
+        log:
+            toy_dataset_job.log,
+        benchmark:
+            toy_dataset_job.benchmark
+        conda:
+            ENV
+        threads: 1
         params:
             toy=DATASET["toy"],
             design_version=TOY_DESIGN_VERSION,
-        log:
-            logp("toy_dataset", "toy"),
-        benchmark:
-            benchp("toy_dataset", "toy")
-        threads: 1
-        conda:
-            ENV
         script:
             "../scripts/toy_dataset.py"
 
-    DATASET_DIR = f"{R}/dataset/toy"
+    DATASET_DIR = f"{RUN_DIR}/dataset/toy"
 
 else:
     PVOC = DATASET["pvoc"]
@@ -29,62 +31,74 @@ else:
     else:
         DATASET_DIR = "resources/pvoc/unpacked"
 
+        pvoc_download_job = job_files("pvoc_download", "pvoc")
+
         rule pvoc_download:
             """Download the authors' PVOC archive; verify (or record) its SHA-256."""
             output:
                 archive="resources/pvoc/voc_data.zip",
                 checksum="resources/pvoc/voc_data.zip.json",
+            log:
+                pvoc_download_job.log,
+            benchmark:
+                pvoc_download_job.benchmark
+            conda:
+                ENV
+            threads: 1
             params:
                 url=PVOC["url"],
                 sha256=PVOC.get("sha256"),
-            log:
-                logp("pvoc_download", "pvoc"),
-            benchmark:
-                benchp("pvoc_download", "pvoc")
-            threads: 1
-            conda:
-                ENV
             script:
                 "../scripts/pvoc_download.py"
+
+        pvoc_unpack_job = job_files("pvoc_unpack", "pvoc")
 
         rule pvoc_unpack:
             """Unpack the archive safely (members with absolute paths or '..' refuse it)."""
             input:
                 archive="resources/pvoc/voc_data.zip",
             output:
-                directory("resources/pvoc/unpacked"),
+                folder=directory("resources/pvoc/unpacked"),
             log:
-                logp("pvoc_unpack", "pvoc"),
+                pvoc_unpack_job.log,
             benchmark:
-                benchp("pvoc_unpack", "pvoc")
-            threads: 1
+                pvoc_unpack_job.benchmark
             conda:
                 ENV
+            threads: 1
             script:
                 "../scripts/pvoc_unpack.py"
 
 
-rule manifest:
-    """List the images and masks of one split (Parquet) after validating the layout."""
+manifest_job = job_files("manifest", "{split}")
+
+
+checkpoint manifest:
+    """List the images and masks of one split (Parquet) after validating the layout (a checkpoint:
+    sharded feature extraction reads the number of images from it)."""
     input:
         dataset=DATASET_DIR,
     output:
-        manifest=f"{R}/dataset/{{split}}.parquet",
+        manifest=f"{RUN_DIR}/dataset/{{split}}.parquet",
+    log:
+        manifest_job.log,
+    benchmark:
+        manifest_job.benchmark
+    conda:
+        ENV
+    threads: 1
     params:
         kind=DATASET["kind"],
         num_classes=NUM_CLASSES,
-        train_masks=DATASET.get("pvoc", {}).get("train_masks", "SegmentationClassAug"),
-        require_images=lambda wc: any(not is_imported(m) for m in set(ROW_MODELS.values()))
-        or not USE_ATTN_FILES,
-    log:
-        logp("manifest", "{split}"),
-    benchmark:
-        benchp("manifest", "{split}")
-    threads: 1
-    conda:
-        ENV
+        class_names=DATASET["class_names"],
+        train_masks=PVOC_CONFIG.get("train_masks"),
+        voc2012=PVOC_CONFIG.get("voc2012"),
+        require_images=lambda wc: any(not is_imported(m) for m in set(ROW_MODELS.values())) or not USE_ATTENTION_FILES,
     script:
         "../scripts/manifest.py"
+
+
+ground_truth_job = job_files("ground_truth", "{split}")
 
 
 rule ground_truth:
@@ -93,16 +107,16 @@ rule ground_truth:
         manifest=manifest_path("{split}"),
     output:
         gt=gt_path("{split}"),
+    log:
+        ground_truth_job.log,
+    benchmark:
+        ground_truth_job.benchmark
+    conda:
+        ENV
+    threads: 1
     params:
         num_classes=NUM_CLASSES,
         input_size=DATASET["ground_truth"]["input_size"],
         eval_size=DATASET["ground_truth"]["eval_size"],
-    log:
-        logp("ground_truth", "{split}"),
-    benchmark:
-        benchp("ground_truth", "{split}")
-    threads: 1
-    conda:
-        ENV
     script:
         "../scripts/ground_truth.py"

@@ -2,68 +2,129 @@
 # attention foreground masks, and standardisation + PCA.
 
 
+fetch_weights_job = job_files("fetch_weights", "{model}")
+
+
 rule fetch_weights:
     """Download a model's checkpoint; verify (or record) its SHA-256 in a JSON sidecar."""
     output:
         weights="resources/weights/{model}.pth",
         checksum="resources/weights/{model}.pth.json",
+    log:
+        fetch_weights_job.log,
+    benchmark:
+        fetch_weights_job.benchmark
+    conda:
+        ENV
+    threads: 1
     params:
         url=lambda wc: MODELS[wc.model]["weights"].get("url"),
         sha256=lambda wc: MODELS[wc.model]["weights"].get("sha256"),
-    log:
-        logp("fetch_weights", "{model}"),
-    benchmark:
-        benchp("fetch_weights", "{model}")
-    threads: 1
-    conda:
-        ENV
     script:
         "../scripts/fetch_weights.py"
 
 
-rule extract_features:
-    """Final-norm patch tokens (N, h, w, D) and last-block CLS attention (N, heads, h*w)."""
-    input:
-        manifest=manifest_path("{split}"),
-        weights=lambda wc: weights_file(wc.model),
-    output:
-        tokens=f"{R}/features/{{model}}/{{split}}_tokens.npy",
-        cls_attn=f"{R}/features/{{model}}/{{split}}_cls_attn.npy",
-    params:
-        model=lambda wc: MODELS[wc.model],
-        input_size=config["features"]["input_size"],
-        batch_size=config["features"]["batch_size"],
-        device=config["features"]["device"],
-        num_workers=config["features"]["num_workers"],
-    log:
-        logp("extract_features", "{model}_{split}"),
-    benchmark:
-        benchp("extract_features", "{model}_{split}")
-    threads: THREADS
-    resources:
-        gpu=gpu_resources(),
-    conda:
-        ENV
-    script:
-        "../scripts/extract_features.py"
+if SHARD_SIZE is None:
+    extract_features_job = job_files("extract_features", "{model}_{split}")
+
+    rule extract_features:
+        """Final-norm patch tokens (N, h, w, D) and last-block CLS attention (N, heads, h*w)."""
+        input:
+            manifest=manifest_path("{split}"),
+            weights=lambda wc: weights_file(wc.model),
+        output:
+            tokens=tokens_path("{model}", "{split}"),
+            cls_attn=cls_attn_path("{model}", "{split}"),
+        log:
+            extract_features_job.log,
+        benchmark:
+            extract_features_job.benchmark
+        conda:
+            ENV
+        threads: THREADS
+        resources:
+            gpu=gpu_resources(),
+        params:
+            **extraction_params(),
+            model=lambda wc: MODELS[wc.model],
+        script:
+            "../scripts/extract_features.py"
+
+else:
+    extract_features_shard_job = job_files("extract_features", "{model}_{split}_shard{shard}")
+
+    rule extract_features_shard:
+        """Tokens and CLS attention of images shard*shard_size ... of a split (one scatter job)."""
+        input:
+            manifest=manifest_path("{split}"),
+            weights=lambda wc: weights_file(wc.model),
+        output:
+            tokens=temp(f"{RUN_DIR}/features/{{model}}/shards/{{split}}_{{shard}}_tokens.npy"),
+            cls_attn=temp(f"{RUN_DIR}/features/{{model}}/shards/{{split}}_{{shard}}_cls_attn.npy"),
+        log:
+            extract_features_shard_job.log,
+        benchmark:
+            extract_features_shard_job.benchmark
+        wildcard_constraints:
+            shard=r"\d+",
+        conda:
+            ENV
+        threads: THREADS
+        resources:
+            gpu=gpu_resources(),
+        params:
+            **extraction_params(),
+            model=lambda wc: MODELS[wc.model],
+            shard_size=SHARD_SIZE,
+        script:
+            "../scripts/extract_features.py"
+
+    merge_features_job = job_files("merge_features", "{model}_{split}")
+
+    rule merge_features:
+        """Gather: the shards concatenated into the split's (N, h, w, D) tokens and CLS attention
+        (byte-identical to an unsharded extraction)."""
+        input:
+            manifest=manifest_path("{split}"),
+            tokens=shard_files("tokens"),
+            cls_attn=shard_files("cls_attn"),
+        output:
+            tokens=tokens_path("{model}", "{split}"),
+            cls_attn=cls_attn_path("{model}", "{split}"),
+        log:
+            merge_features_job.log,
+        benchmark:
+            merge_features_job.benchmark
+        conda:
+            ENV
+        threads: 1
+        script:
+            "../scripts/merge_features.py"
+
+
+import_embeddings_job = job_files("import_embeddings", "{model}_{split}")
 
 
 rule import_embeddings:
-    """Pre-computed embeddings (raw or reduced) converted to (N, h, w, D) float32 .npy."""
+    """Pre-computed embeddings (raw or reduced) converted chunk by chunk to (N, h, w, D) .npy
+    (float16 kept, other dtypes float32); models importing the same files share one import."""
     input:
         embeddings=lambda wc: embeddings_of(wc.model)[wc.split],
         manifest=manifest_path("{split}"),
     output:
-        tokens=f"{R}/embeddings/{{model}}/{{split}}.npy",
+        tokens=f"{RUN_DIR}/embeddings/{{model}}/{{split}}.npy",
     log:
-        logp("import_embeddings", "{model}_{split}"),
+        import_embeddings_job.log,
     benchmark:
-        benchp("import_embeddings", "{model}_{split}")
-    threads: 1
+        import_embeddings_job.benchmark
     conda:
         ENV
+    threads: 1
     script:
         "../scripts/import_embeddings.py"
+
+
+attention_masks_job = job_files("attention_masks", "{model}_{split}")
 
 
 rule attention_masks:
@@ -71,38 +132,44 @@ rule attention_masks:
     input:
         cls_attn=cls_attn_path("{model}", "{split}"),
     output:
-        masks=f"{R}/attention/{{model}}/{{split}}.npy",
+        masks=f"{RUN_DIR}/attention/{{model}}/{{split}}.npy",
+    log:
+        attention_masks_job.log,
+    benchmark:
+        attention_masks_job.benchmark
+    conda:
+        ENV
+    threads: THREADS
     params:
         threshold=config["attention"]["threshold"],
         blur_sigma=config["attention"]["blur_sigma"],
         min_component=config["attention"]["min_component"],
-    log:
-        logp("attention_masks", "{model}_{split}"),
-    benchmark:
-        benchp("attention_masks", "{model}_{split}")
-    threads: THREADS
-    conda:
-        ENV
     script:
         "../scripts/attention_masks.py"
+
+
+import_attention_masks_job = job_files("import_attention_masks", "{split}")
 
 
 rule import_attention_masks:
     """The authors' attn_dino_{train,val}.pt (or .npy) as (N, h, w) uint8."""
     input:
-        masks=lambda wc: ATTN_FILES[wc.split],
+        masks=lambda wc: ATTENTION_FILES[wc.split],
         manifest=manifest_path("{split}"),
     output:
-        masks=f"{R}/attention/files/{{split}}.npy",
+        masks=f"{RUN_DIR}/attention/files/{{split}}.npy",
     log:
-        logp("import_attention_masks", "{split}"),
+        import_attention_masks_job.log,
     benchmark:
-        benchp("import_attention_masks", "{split}")
-    threads: 1
+        import_attention_masks_job.benchmark
     conda:
         ENV
+    threads: 1
     script:
         "../scripts/import_attention_masks.py"
+
+
+pca_val_job = job_files("pca", "{model}_{fit}")
 
 
 rule pca_val:
@@ -110,21 +177,26 @@ rule pca_val:
     input:
         val=lambda wc: raw_tokens(wc.model, "val"),
     output:
-        val=f"{R}/pca/{{model}}/{{fit}}/val.npy",
-        model=f"{R}/pca/{{model}}/{{fit}}/pca.npz",
+        val=f"{RUN_DIR}/pca/{{model}}/{{fit}}/val.npy",
+        model=f"{RUN_DIR}/pca/{{model}}/{{fit}}/pca.npz",
+    log:
+        pca_val_job.log,
+    benchmark:
+        pca_val_job.benchmark
     wildcard_constraints:
         fit=r"val|val-first\d+",
-    params:
-        pca=config["pca"],
-    log:
-        logp("pca", "{model}_{fit}"),
-    benchmark:
-        benchp("pca", "{model}_{fit}")
-    threads: THREADS
     conda:
         ENV
+    threads: THREADS
+    params:
+        pca=config["pca"],
+        fit=lambda wc: wc.fit,
+        val_limit=lambda wc: val_limit_of(wc.fit),
     script:
         "../scripts/pca.py"
+
+
+pca_trainval_job = job_files("pca", "{model}_trainval")
 
 
 rule pca_trainval:
@@ -133,17 +205,19 @@ rule pca_trainval:
         train=lambda wc: raw_tokens(wc.model, "train"),
         val=lambda wc: raw_tokens(wc.model, "val"),
     output:
-        train=f"{R}/pca/{{model}}/trainval/train.npy",
-        val=f"{R}/pca/{{model}}/trainval/val.npy",
-        model=f"{R}/pca/{{model}}/trainval/pca.npz",
-    params:
-        pca=config["pca"],
+        train=f"{RUN_DIR}/pca/{{model}}/trainval/train.npy",
+        val=f"{RUN_DIR}/pca/{{model}}/trainval/val.npy",
+        model=f"{RUN_DIR}/pca/{{model}}/trainval/pca.npz",
     log:
-        logp("pca", "{model}_trainval"),
+        pca_trainval_job.log,
     benchmark:
-        benchp("pca", "{model}_trainval")
-    threads: THREADS
+        pca_trainval_job.benchmark
     conda:
         ENV
+    threads: THREADS
+    params:
+        pca=config["pca"],
+        fit="trainval",
+        val_limit=None,
     script:
         "../scripts/pca.py"

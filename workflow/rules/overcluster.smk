@@ -1,25 +1,31 @@
 # Rows DINO and +Leopart: k-means (K = number of classes) on val tokens, Hungarian mIoU.
 
 
+overcluster_kmeans_job = job_files("overcluster_kmeans", "{model}_{fit}_k{k}_seed{seed}")
+
+
 rule overcluster_kmeans:
     """k-means on val PCA tokens -> labels (N, h, w) int32 (spec §5.4)."""
     input:
         val=lambda wc: reduced_path(wc.model, wc.fit, "val"),
     output:
-        labels=f"{R}/overcluster/{{model}}/{{fit}}/k{{k}}_seed{{seed}}/val_labels.npy",
-    params:
-        kmeans=config["kmeans"],
-        val_limit=config["overcluster"].get("val_limit"),
-        spherical=False,
+        labels=f"{RUN_DIR}/overcluster/{{model}}/{{fit}}/k{{k}}_seed{{seed}}/val_labels.npy",
     log:
-        logp("overcluster_kmeans", "{model}_{fit}_k{k}_seed{seed}"),
+        overcluster_kmeans_job.log,
     benchmark:
-        benchp("overcluster_kmeans", "{model}_{fit}_k{k}_seed{seed}")
-    threads: THREADS
+        overcluster_kmeans_job.benchmark
     conda:
         ENV
+    threads: THREADS
+    params:
+        kmeans=config["kmeans"],
+        val_limit=lambda wc: val_limit_of(wc.fit),
+        spherical=False,
     script:
         "../scripts/overcluster_kmeans.py"
+
+
+overcluster_score_job = job_files("overcluster_score", "{model}_{fit}_k{k}_seed{seed}")
 
 
 rule overcluster_score:
@@ -28,17 +34,18 @@ rule overcluster_score:
         labels=rules.overcluster_kmeans.output.labels,
         gt=gt_path("val"),
     output:
-        metrics=f"{R}/overcluster/{{model}}/{{fit}}/k{{k}}_seed{{seed}}/metrics.json",
-    params:
-        num_classes=NUM_CLASSES,
-        val_limit=config["overcluster"].get("val_limit"),
-        matching="hungarian",
+        metrics=f"{RUN_DIR}/overcluster/{{model}}/{{fit}}/k{{k}}_seed{{seed}}/metrics.json",
     log:
-        logp("overcluster_score", "{model}_{fit}_k{k}_seed{seed}"),
+        overcluster_score_job.log,
     benchmark:
-        benchp("overcluster_score", "{model}_{fit}_k{k}_seed{seed}")
-    threads: 1
+        overcluster_score_job.benchmark
     conda:
         ENV
+    threads: 1
+    params:
+        num_classes=NUM_CLASSES,
+        class_names=CLASS_NAMES,
+        val_limit=lambda wc: val_limit_of(wc.fit),
+        matching="hungarian",
     script:
         "../scripts/score_labels.py"

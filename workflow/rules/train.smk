@@ -1,6 +1,9 @@
 # Training: DINO pretraining (a backbone for new domains such as the toy data) and Leopart
-# fine-tuning. Only run when training.<kind>.retrain is true; otherwise the shipped, validated
-# checkpoints named in models.<name>.weights.path are used.
+# fine-tuning. Only run when training.<kind>.retrain is true; otherwise the committed checkpoints
+# named in models.<name>.weights.path are used (models/toy/, provenance JSONs beside them).
+
+
+train_dino_job = job_files("train_dino", "dino")
 
 
 rule train_dino:
@@ -8,22 +11,25 @@ rule train_dino:
     input:
         manifest=train_manifest("dino"),
     output:
-        final=f"{R}/train/dino/final.pt",
-        backbone=f"{R}/train/dino/backbone_teacher.pt",
-    params:
-        section={k: v for k, v in (TRAINING.get("dino") or {}).items() if k != "retrain"},
-        design_version=toy_design_of("dino"),
+        final=f"{RUN_DIR}/train/dino/final.pt",
+        backbone=f"{RUN_DIR}/train/dino/backbone_teacher.pt",
     log:
-        logp("train_dino", "dino"),
+        train_dino_job.log,
     benchmark:
-        benchp("train_dino", "dino")
-    threads: THREADS
-    resources:
-        gpu=lambda wc: 1 if (TRAINING.get("dino") or {}).get("config", {}).get("device") == "cuda" else 0,
+        train_dino_job.benchmark
     conda:
         ENV
+    threads: THREADS
+    resources:
+        gpu=training_gpus("dino"),
+    params:
+        section=training_section("dino"),
+        design_version=toy_design_of("dino"),
     script:
         "../scripts/train_dino.py"
+
+
+train_leopart_job = job_files("train_leopart", "leopart")
 
 
 rule train_leopart:
@@ -32,19 +38,19 @@ rule train_leopart:
         manifest=train_manifest("leopart"),
         init=lambda wc: weights_file((TRAINING.get("leopart") or {}).get("init_model", "dino")),
     output:
-        final=f"{R}/train/leopart/final.pt",
-        backbone=f"{R}/train/leopart/backbone_student.pt",
-    params:
-        section={k: v for k, v in (TRAINING.get("leopart") or {}).items() if k != "retrain"},
-        design_version=toy_design_of("leopart"),
+        final=f"{RUN_DIR}/train/leopart/final.pt",
+        backbone=f"{RUN_DIR}/train/leopart/backbone_student.pt",
     log:
-        logp("train_leopart", "leopart"),
+        train_leopart_job.log,
     benchmark:
-        benchp("train_leopart", "leopart")
-    threads: THREADS
-    resources:
-        gpu=lambda wc: 1 if (TRAINING.get("leopart") or {}).get("config", {}).get("device") == "cuda" else 0,
+        train_leopart_job.benchmark
     conda:
         ENV
+    threads: THREADS
+    resources:
+        gpu=training_gpus("leopart"),
+    params:
+        section=training_section("leopart"),
+        design_version=toy_design_of("leopart"),
     script:
         "../scripts/train_leopart.py"

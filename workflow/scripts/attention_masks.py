@@ -3,4 +3,4 @@
 from leopart.stages.features import attention_masks
 from leopart.stages.runner import run_stage
 
-run_stage(attention_masks, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(attention_masks, snakemake)

@@ -3,4 +3,4 @@
 from leopart.stages.cbfe_stage import cbfe
 from leopart.stages.runner import run_stage
 
-run_stage(cbfe, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(cbfe, snakemake)

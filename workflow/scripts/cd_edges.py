@@ -3,4 +3,4 @@
 from leopart.stages.cd_stage import cd_edges
 from leopart.stages.runner import run_stage
 
-run_stage(cd_edges, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(cd_edges, snakemake)

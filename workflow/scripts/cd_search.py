@@ -3,4 +3,4 @@
 from leopart.stages.cd_stage import cd_search
 from leopart.stages.runner import run_stage
 
-run_stage(cd_search, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(cd_search, snakemake)

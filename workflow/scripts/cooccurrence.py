@@ -3,4 +3,4 @@
 from leopart.stages.cd_stage import cooccurrence
 from leopart.stages.runner import run_stage
 
-run_stage(cooccurrence, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(cooccurrence, snakemake)

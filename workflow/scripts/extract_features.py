@@ -3,4 +3,4 @@
 from leopart.stages.features import extract_features
 from leopart.stages.runner import run_stage
 
-run_stage(extract_features, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(extract_features, snakemake)

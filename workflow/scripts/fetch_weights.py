@@ -3,4 +3,4 @@
 from leopart.stages.data import fetch_weights
 from leopart.stages.runner import run_stage
 
-run_stage(fetch_weights, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(fetch_weights, snakemake)

@@ -3,4 +3,4 @@
 from leopart.stages.clustering import fg_kmeans
 from leopart.stages.runner import run_stage
 
-run_stage(fg_kmeans, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(fg_kmeans, snakemake)

@@ -3,4 +3,4 @@
 from leopart.stages.data import ground_truth
 from leopart.stages.runner import run_stage
 
-run_stage(ground_truth, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(ground_truth, snakemake)

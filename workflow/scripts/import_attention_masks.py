@@ -3,4 +3,4 @@
 from leopart.stages.features import import_attention_masks
 from leopart.stages.runner import run_stage
 
-run_stage(import_attention_masks, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(import_attention_masks, snakemake)

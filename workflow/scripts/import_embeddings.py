@@ -3,4 +3,4 @@
 from leopart.stages.features import import_embeddings
 from leopart.stages.runner import run_stage
 
-run_stage(import_embeddings, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(import_embeddings, snakemake)

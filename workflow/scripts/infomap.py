@@ -3,4 +3,4 @@
 from leopart.stages.cd_stage import infomap
 from leopart.stages.runner import run_stage
 
-run_stage(infomap, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(infomap, snakemake)

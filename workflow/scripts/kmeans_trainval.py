@@ -3,4 +3,4 @@
 from leopart.stages.clustering import kmeans_trainval
 from leopart.stages.runner import run_stage
 
-run_stage(kmeans_trainval, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(kmeans_trainval, snakemake)

@@ -3,4 +3,4 @@
 from leopart.stages.data import manifest
 from leopart.stages.runner import run_stage
 
-run_stage(manifest, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(manifest, snakemake)

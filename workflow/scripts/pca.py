@@ -3,4 +3,4 @@
 from leopart.stages.features import pca
 from leopart.stages.runner import run_stage
 
-run_stage(pca, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(pca, snakemake)

@@ -3,4 +3,4 @@
 from leopart.stages.data import pvoc_download
 from leopart.stages.runner import run_stage
 
-run_stage(pvoc_download, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(pvoc_download, snakemake)

@@ -3,4 +3,4 @@
 from leopart.stages.data import pvoc_unpack
 from leopart.stages.runner import run_stage
 
-run_stage(pvoc_unpack, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(pvoc_unpack, snakemake)

@@ -3,4 +3,4 @@
 from leopart.stages.clustering import score_labels
 from leopart.stages.runner import run_stage
 
-run_stage(score_labels, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(score_labels, snakemake)

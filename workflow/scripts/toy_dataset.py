@@ -3,4 +3,4 @@
 from leopart.stages.data import toy_dataset
 from leopart.stages.runner import run_stage
 
-run_stage(toy_dataset, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(toy_dataset, snakemake)

@@ -3,4 +3,4 @@
 from leopart.stages.runner import run_stage
 from leopart.stages.train import train_dino_stage
 
-run_stage(train_dino_stage, snakemake)  # noqa: F821 - injected by Snakemake
+run_stage(train_dino_stage, snakemake)

@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 import numpy as np
 import leopart.data.toy as toy
-from leopart.train.validate import _features, _cluster_scores
+from leopart.eval.validate import _features, _cluster_scores
 from leopart.data.masks import ground_truth
-from leopart.stages.features import build_model
+from leopart.models.build import build_model
 import yaml
 
 src = inspect.getsource(toy._draw_object)

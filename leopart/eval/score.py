@@ -9,6 +9,7 @@ materialised as a whole.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -56,24 +57,50 @@ def eval_confusion(
     return conf
 
 
-def match_result_dict(result: MatchResult, conf: np.ndarray, matching: str) -> dict[str, Any]:
-    """A JSON-ready record of one scored clustering (mIoU in %, per-class IoU, label mapping)."""
-    return {
+def match_result_dict(
+    result: MatchResult, conf: np.ndarray, matching: str, class_names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """A JSON-ready record of one scored clustering: mIoU in % over the ``classes`` present in the
+    GT (NaN when none is), per-class IoU in % (NaN for classes absent from the GT), label mapping.
+
+    With ``class_names`` (``C`` names in label-index order) the record also holds them and
+    ``iou_by_class`` (name -> IoU in %), so that per-class results can be read without the index.
+    """
+    if class_names is not None and len(class_names) != conf.shape[0]:
+        raise LeopartError(f"{len(class_names)} class names for a confusion matrix of {conf.shape[0]} classes")
+    record = {
         "matching": matching,
         "miou": float(result.miou) * 100.0,
+        "classes": result.classes_present,
         "iou_per_class": [float(v) * 100.0 for v in result.iou],
         "mapping": [int(v) for v in result.mapping],
         "num_pred_labels": int(conf.shape[1]),
         "pred_labels_used": int(np.count_nonzero(conf.sum(axis=0))),
         "valid_pixels": int(conf.sum()),
     }
+    if class_names is not None:
+        record["class_names"] = [str(c) for c in class_names]
+        record["iou_by_class"] = dict(zip(record["class_names"], record["iou_per_class"], strict=True))
+    return record
 
 
 def score(
-    labels: np.ndarray, gt: np.ndarray, num_classes: int, matching: str, num_pred: int | None = None
+    labels: np.ndarray, gt: np.ndarray, num_classes: int, matching: str, num_pred: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Score token labels against GT with ``matching`` ∈ {hungarian, many_to_one}."""
+    """Score token labels against GT with ``matching`` ∈ {hungarian, many_to_one}; ``class_names``
+    as in :func:`match_result_dict`."""
     if matching not in MATCHINGS:
         raise LeopartError(f"matching {matching!r} is not one of {sorted(MATCHINGS)}")
     conf = eval_confusion(labels, gt, num_classes, num_pred)
-    return match_result_dict(MATCHINGS[matching](conf), conf, matching)
+    warn_if_all_ignored(conf)
+    return match_result_dict(MATCHINGS[matching](conf), conf, matching, class_names)
+
+
+def warn_if_all_ignored(conf: np.ndarray, what: str = "the ground truth") -> bool:
+    """Log a warning (and return True) when ``conf`` counts no valid pixel: every GT pixel is 255,
+    so there is nothing to score and the mIoU is NaN rather than 0."""
+    if int(np.asarray(conf).sum()) == 0:
+        log.warning("%s has no valid pixel (every pixel is 255 = ignore): mIoU is NaN", what)
+        return True
+    return False
