@@ -96,13 +96,16 @@ def table_rows(k_overcluster: int, k_fg: int, k_cd: int, cd_rows: Sequence[tuple
 
 
 def table_comparisons(cd_rows: Sequence[str] = ("+ CD",)) -> list[ComparisonSpec]:
-    """Each step of the table against the row before it, paired on their shared seeds."""
+    """Each step of the table against the row before it, paired on their shared seeds; every
+    further +CD variant (e.g. the other Infomap behaviour) also against the first, paired on the
+    clustering (graph) both ran on."""
     comps = [
         ComparisonSpec("+ Leopart", "DINO", ("kmeans_seed",)),
         ComparisonSpec("+ CBFE", "+ Leopart", ("kmeans_seed",)),
     ]
     comps += [ComparisonSpec(cd, "+ CBFE", ("cbfe_seed",)) for cd in cd_rows]
     comps += [ComparisonSpec("upper bound", cd, ("cbfe_seed", "cd_seed")) for cd in cd_rows]
+    comps += [ComparisonSpec(cd, cd_rows[0], ("cbfe_seed", "cd_seed")) for cd in cd_rows[1:]]
     return comps
 
 

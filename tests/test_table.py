@@ -175,3 +175,26 @@ def test_table_of_an_all_ignore_val_split_says_so(tmp_path: Path) -> None:
                         table_comparisons()).table
     assert table["miou"].isna().all() and (table["classes"] == 0).all()
     assert (table["note"] == ALL_IGNORE_NOTE).all()
+
+
+def test_other_infomap_row_is_paired_with_cd_on_the_same_graphs(metric_files: tuple[dict, dict],
+                                                                 tmp_path: Path) -> None:
+    """The other behaviour's +CD on the same two clusterings: per-graph means 20 and 30 vs the +CD
+    row's 32 and 42, so the paired difference is -12 on each graph (mean -12, no spread)."""
+    inputs, seeds = metric_files
+    other = []
+    for c, runs in enumerate([[19.0, 21.0], [30.0, 30.0]]):
+        other.append(_write(tmp_path / f"cbfe/b0/cd{c}_other/metrics.json", {
+            "miou": float(np.mean(runs)), "runs": [{"seed": i + 1, "miou": v} for i, v in enumerate(runs)]}))
+    inputs = {**inputs, "cd_other_infomap": other}
+    seeds = {**seeds, "cd_other_infomap": list(seeds["cd"])}
+    cd_rows = [("+ CD", "cd"), ("+ CD (infomap authors)", "cd_other_infomap")]
+    result = build_table(inputs, seeds, {"dino": "D", "leopart": "L"}, "toy", table_rows(7, 6, 29, cd_rows),
+                         table_comparisons([r for r, _ in cd_rows]))
+    t = result.table.set_index("row")
+    assert t.loc["+ CD (infomap authors)", "miou"] == pytest.approx(25.0)
+    assert t.loc["+ CD (infomap authors)", "n"] == 4
+    comps = result.comparisons.set_index("comparison")
+    row = comps.loc["+ CD (infomap authors) vs + CD"]
+    assert row["n_pairs"] == 2
+    assert row["mean_diff"] == pytest.approx(-12.0)

@@ -79,10 +79,12 @@ def test_default_dry_run_plans_every_row(workdir: Path) -> None:
 def test_robust_overlay_plans_every_seed_of_every_clustering(workdir: Path) -> None:
     jobs = planned_jobs(smk("results/table5.csv", "-n", "--configfile", "config/config.yaml",
                             "config/robust.yaml", cwd=workdir).stdout)
-    # 5 CBFE clusterings, each with 5 +CBFE k-means and 5 CD overclusterings (25 Infomap jobs)
+    # 5 CBFE clusterings, each with 5 +CBFE k-means and 5 CD overclusterings (25 graphs)
     assert jobs["kmeans_trainval"] == 5 and jobs["cbfe"] == 5
     assert jobs["fg_kmeans"] == 50 and jobs["fg_score"] == 50
-    assert jobs["infomap"] == jobs["cd_score"] == jobs["cooccurrence"] == 25
+    assert jobs["cooccurrence"] == 25
+    # and each graph under both Infomap behaviours (cd.compare_infomap_seeds)
+    assert jobs["infomap"] == jobs["cd_score"] == 50
     # 5 K=7 k-means per backbone (the toy default rows DINO and +Leopart use two)
     assert jobs["overcluster_kmeans"] == 10 and jobs["table5"] == 1
 

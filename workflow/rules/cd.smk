@@ -1,13 +1,5 @@
 # Community detection (spec §8): co-occurrence graph of the overclustering, Infomap, scoring.
 
-from leopart.cd.infomap_env import AUTHORS_VERSION
-
-# cd.infomap "authors" runs infomap 2.2.0 from a build shared by all runs under cd.infomap_envs
-# (rule infomap_env builds it once and records it for this run); "current" runs the installed
-# release and needs nothing built.
-INFOMAP_ENV_RECORD = f"{RUN_DIR}/infomap_env/infomap-{AUTHORS_VERSION}.json"
-INFOMAP_ENV_INPUT = [INFOMAP_ENV_RECORD] if CD_CONFIG["infomap"] == "authors" else []
-
 
 cooccurrence_job = job_files("cooccurrence", "{model}_k{cbfe_k}_seed{cbfe_seed}_fg_k{k}_seed{seed}")
 
@@ -76,7 +68,7 @@ rule infomap_env:
 
 infomap_job = job_files(
     "infomap",
-    "{model}_k{cbfe_k}_seed{cbfe_seed}_fg_k{k}_seed{seed}_wt{weight_threshold}_mt{markov_time}_pm{preferred_modules}",
+    "{model}_k{cbfe_k}_seed{cbfe_seed}_fg_k{k}_seed{seed}_wt{weight_threshold}_mt{markov_time}_pm{preferred_modules}_{infomap_behaviour}",
 )
 
 
@@ -85,7 +77,7 @@ rule infomap:
     input:
         edges=f"{CD_EDGES_DIR_PATTERN}/edges.parquet",
         matrix=f"{FG_KMEANS_DIR_PATTERN}/cooccurrence.npy",
-        infomap_env=INFOMAP_ENV_INPUT,
+        infomap_env=infomap_env_input,
     output:
         communities=f"{INFOMAP_DIR_PATTERN}/communities.parquet",
         runs=f"{INFOMAP_DIR_PATTERN}/infomap_runs.parquet",
@@ -97,17 +89,17 @@ rule infomap:
         ENV
     threads: 1
     params:
-        seeds=CD_CONFIG["seeds"],
+        seeds=lambda wildcards: infomap_seeds(wildcards.infomap_behaviour),
         two_level=CD_CONFIG["two_level"],
         num_trials=CD_CONFIG["num_trials"],
-        infomap=CD_CONFIG["infomap"],
+        infomap=lambda wildcards: wildcards.infomap_behaviour,
     script:
         "../scripts/infomap.py"
 
 
 cd_score_job = job_files(
     "cd_score",
-    "{model}_k{cbfe_k}_seed{cbfe_seed}_fg_k{k}_seed{seed}_wt{weight_threshold}_mt{markov_time}_pm{preferred_modules}",
+    "{model}_k{cbfe_k}_seed{cbfe_seed}_fg_k{k}_seed{seed}_wt{weight_threshold}_mt{markov_time}_pm{preferred_modules}_{infomap_behaviour}",
 )
 
 

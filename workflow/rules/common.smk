@@ -12,6 +12,7 @@ from leopart.data.voc import default_class_names
 from leopart.data.toy import DESIGN_VERSION as TOY_DESIGN_VERSION
 from leopart.errors import LeopartError
 from leopart.report import GRID_COLUMNS, TABLE_ROWS
+from leopart.cd.infomap_env import AUTHORS_VERSION
 from leopart.table import cd_row_name
 
 
@@ -63,6 +64,7 @@ wildcard_constraints:
     weight_threshold=r"[0-9.e-]+",
     markov_time=r"[0-9.e-]+",
     preferred_modules=r"\d+|none",
+    infomap_behaviour=r"authors|current",
     fit=r"val|val-first\d+|trainval",
 
 
@@ -172,11 +174,11 @@ FG_CLUSTERING_CONFIG = config["fg_clustering"]
 CD_CONFIG = config["cd"]
 # Wildcard patterns of the nested artefact folders: CBFE (its k-means K and seed), then the
 # foreground k-means (K and seed), then the CD edge list (weight threshold), then Infomap
-# (markov time and preferred number of modules, "none" when unset).
+# (markov time, preferred number of modules ("none" when unset) and behaviour, cd.infomap).
 CBFE_DIR_PATTERN = f"{RUN_DIR}/cbfe/{{model}}/k{{cbfe_k}}_seed{{cbfe_seed}}"
 FG_KMEANS_DIR_PATTERN = f"{CBFE_DIR_PATTERN}/fg_k{{k}}_seed{{seed}}"
 CD_EDGES_DIR_PATTERN = f"{FG_KMEANS_DIR_PATTERN}/cd_wt{{weight_threshold}}"
-INFOMAP_DIR_PATTERN = f"{CD_EDGES_DIR_PATTERN}/mt{{markov_time}}_pm{{preferred_modules}}"
+INFOMAP_DIR_PATTERN = f"{CD_EDGES_DIR_PATTERN}/mt{{markov_time}}_pm{{preferred_modules}}_{{infomap_behaviour}}"
 
 
 #: seeds of the K=cbfe.k clustering and of the K=cd.k overclustering: one artefact branch each
@@ -201,10 +203,37 @@ def preferred_modules_tag():
     return str(preferred) if preferred else "none"
 
 
-def infomap_dir(model, cbfe_seed, cd_seed):
+#: the Infomap behaviour of row +CD (cd.infomap) and the other one, which
+#: cd.compare_infomap_seeds reports as a row of its own on the same graphs
+INFOMAP_BEHAVIOUR = CD_CONFIG["infomap"]
+OTHER_INFOMAP_BEHAVIOUR = {"authors": "current", "current": "authors"}[INFOMAP_BEHAVIOUR]
+COMPARE_INFOMAP_SEEDS = CD_CONFIG["compare_infomap_seeds"]
+
+
+# Infomap behaviour "authors" runs infomap 2.2.0 from a build shared by all runs under
+# cd.infomap_envs (rule infomap_env builds it once and records it for this run); "current" runs
+# the installed release and needs nothing built.
+INFOMAP_ENV_RECORD = f"{RUN_DIR}/infomap_env/infomap-{AUTHORS_VERSION}.json"
+INFOMAP_ENV_INPUT = [INFOMAP_ENV_RECORD] if INFOMAP_BEHAVIOUR == "authors" else []
+
+
+def infomap_env_input(wildcards):
+    """The infomap 2.2.0 build record when the job's Infomap behaviour is "authors", else nothing."""
+    return [INFOMAP_ENV_RECORD] if wildcards.infomap_behaviour == "authors" else []
+
+
+def infomap_seeds(behaviour):
+    """The Infomap seeds run under `behaviour`: cd.seeds for cd.infomap's, else cd.compare_infomap_seeds."""
+    return CD_CONFIG["seeds"] if behaviour == INFOMAP_BEHAVIOUR else COMPARE_INFOMAP_SEEDS
+
+
+def infomap_dir(model, cbfe_seed, cd_seed, behaviour=INFOMAP_BEHAVIOUR):
     weight_threshold = path_number(CD_CONFIG["weight_threshold"])
     markov_time = path_number(CD_CONFIG["markov_time"])
-    return f"{cd_dir(model, cbfe_seed, cd_seed)}/cd_wt{weight_threshold}/mt{markov_time}_pm{preferred_modules_tag()}"
+    return (
+        f"{cd_dir(model, cbfe_seed, cd_seed)}/cd_wt{weight_threshold}/"
+        f"mt{markov_time}_pm{preferred_modules_tag()}_{behaviour}"
+    )
 
 
 def gpu_resources():
@@ -324,15 +353,30 @@ def table_layout():
             for s in FG_CLUSTERING_CONFIG["seeds"]
         ],
         "cd": [({"cbfe_seed": b, "cd_seed": c}, f"{infomap_dir(model, b, c)}/metrics.json") for b, c in clusterings],
+        **(
+            {
+                "cd_other_infomap": [
+                    (
+                        {"cbfe_seed": b, "cd_seed": c},
+                        f"{infomap_dir(model, b, c, OTHER_INFOMAP_BEHAVIOUR)}/metrics.json",
+                    )
+                    for b, c in clusterings
+                ]
+            }
+            if COMPARE_INFOMAP_SEEDS
+            else {}
+        ),
         "upper_bound": [
             ({"cbfe_seed": b, "cd_seed": c}, f"{cd_dir(model, b, c)}/many_to_one.json") for b, c in clusterings
         ],
     }
 
 
-#: [row name, input name] of every +CD row of the table; another variant (e.g. an Infomap
-#: behaviour) is one more entry with its own input in table_layout()
-CD_ROWS = [[cd_row_name(), "cd"]]
+#: [row name, input name] of every +CD row of the table: the paper's, and with
+#: cd.compare_infomap_seeds the same graphs under the other Infomap behaviour
+CD_ROWS = [[cd_row_name(), "cd"]] + (
+    [[cd_row_name(f"infomap {OTHER_INFOMAP_BEHAVIOUR}"), "cd_other_infomap"]] if COMPARE_INFOMAP_SEEDS else []
+)
 
 
 def table_inputs():
