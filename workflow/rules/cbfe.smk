@@ -18,7 +18,7 @@ rule kmeans_trainval:
         kmeans_trainval_job.benchmark
     conda:
         ENV
-    threads: THREADS
+    threads: 1  # single-threaded BLAS/faiss by design: bytes independent of --cores (leopart.numerics)
     params:
         kmeans=config["kmeans"],
         spherical=CBFE_CONFIG["spherical"],
@@ -48,7 +48,7 @@ rule cbfe:
         cbfe_job.benchmark
     conda:
         ENV
-    threads: THREADS
+    threads: 1  # single-threaded BLAS/faiss by design: bytes independent of --cores (leopart.numerics)
     params:
         cut_range=CBFE_CONFIG["cut_range"],
         round_step=CBFE_CONFIG["round_step"],
@@ -77,7 +77,7 @@ rule fg_kmeans:
         fg_kmeans_job.benchmark
     conda:
         ENV
-    threads: THREADS
+    threads: 1  # single-threaded BLAS/faiss by design: bytes independent of --cores (leopart.numerics)
     params:
         kmeans=config["kmeans"],
         eval_size=DATASET["ground_truth"]["eval_size"],

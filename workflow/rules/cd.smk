@@ -18,7 +18,7 @@ rule cooccurrence:
         cooccurrence_job.benchmark
     conda:
         ENV
-    threads: THREADS
+    threads: 1  # single-threaded BLAS/faiss by design: bytes independent of --cores (leopart.numerics)
     params:
         eval_size=DATASET["ground_truth"]["eval_size"],
     script:
@@ -119,7 +119,7 @@ rule cd_score:
         cd_score_job.benchmark
     conda:
         ENV
-    threads: THREADS
+    threads: 1  # single-threaded BLAS/faiss by design: bytes independent of --cores (leopart.numerics)
     params:
         num_classes=NUM_CLASSES,
         class_names=CLASS_NAMES,
@@ -147,7 +147,7 @@ rule cd_search:
         cd_search_job.benchmark
     conda:
         ENV
-    threads: THREADS
+    threads: 1  # single-threaded BLAS/faiss by design: bytes independent of --cores (leopart.numerics)
     params:
         grid=CD_CONFIG["search"],
         seeds=CD_CONFIG["seeds"],

@@ -187,7 +187,7 @@ rule pca_val:
         fit=r"val|val-first\d+",
     conda:
         ENV
-    threads: THREADS
+    threads: 1  # single-threaded BLAS/faiss by design: bytes independent of --cores (leopart.numerics)
     params:
         pca=config["pca"],
         fit=lambda wc: wc.fit,
@@ -214,7 +214,7 @@ rule pca_trainval:
         pca_trainval_job.benchmark
     conda:
         ENV
-    threads: THREADS
+    threads: 1  # single-threaded BLAS/faiss by design: bytes independent of --cores (leopart.numerics)
     params:
         pca=config["pca"],
         fit="trainval",

@@ -16,7 +16,7 @@ rule overcluster_kmeans:
         overcluster_kmeans_job.benchmark
     conda:
         ENV
-    threads: THREADS
+    threads: 1  # single-threaded BLAS/faiss by design: bytes independent of --cores (leopart.numerics)
     params:
         kmeans=config["kmeans"],
         val_limit=lambda wc: val_limit_of(wc.fit),
