@@ -193,8 +193,17 @@ def check_config(config: Mapping[str, Any]) -> None:
         emb = model.get("embeddings") or {}
         if bool(emb.get("train")) != bool(emb.get("val")):
             raise LeopartError(f"config: models.{name}.embeddings needs both train and val (or neither)")
+        if model.get("arch") is None or model.get("weights") is None:
+            if emb.get("train"):
+                continue  # embeddings only: nothing is built for this model
+            missing = " and ".join(k for k in ("arch", "weights") if model.get(k) is None)
+            raise LeopartError(
+                f"config: models.{name}.{missing.split(' ')[0]} is required (models.{name} has no "
+                f"{missing}; give them, or embeddings.train and embeddings.val instead)"
+            )
         if model["arch"] == "custom" and not model.get("custom"):
             raise LeopartError(f"config: models.{name}.custom is required when arch is 'custom'")
+        check_arch(name, model, config["features"]["input_size"])
         w = model["weights"]
         if w["source"] in ("dino", "leopart", "local") and not (w.get("url") or w.get("path")):
             if not emb.get("train"):
@@ -204,10 +213,90 @@ def check_config(config: Mapping[str, Any]) -> None:
         if w["source"] == "local" and not w.get("path"):
             if not emb.get("train"):
                 raise LeopartError(f"config: models.{name}.weights.path is required for source 'local'")
+    _check_inference_models(config)
     names = config["dataset"].get("class_names")
     if names is not None and len(names) != config["dataset"]["num_classes"]:
         raise LeopartError(f"config: dataset.class_names lists {len(names)} names but dataset.num_classes is "
                            f"{config['dataset']['num_classes']}")
+
+
+def _check_inference_models(config: Mapping[str, Any]) -> None:
+    """Models whose weights or CLS attention are needed must be buildable (have arch and weights):
+    the attention model (without attention.files) and the trained/initial models of training."""
+    models = config["models"]
+    needs: list[tuple[str, str]] = []
+    files = config["attention"].get("files") or {}
+    if not files.get("train"):
+        needs.append(("attention.model", config["attention"]["model"]))
+    for kind, section in (config.get("training") or {}).items():
+        if section and section.get("retrain"):
+            needs.append((f"training.{kind}.model", section.get("model", kind)))
+            if kind == "leopart":
+                needs.append((f"training.{kind}.init_model", section.get("init_model", "dino")))
+    for key, name in needs:
+        entry = models.get(name)
+        if entry is not None and (entry.get("arch") is None or entry.get("weights") is None):
+            raise LeopartError(
+                f"config: {key} = {name!r} names a model with embeddings only (no arch/weights), "
+                "but this needs its backbone; give models." + name + ".arch and .weights"
+            )
+
+
+#: Patch sizes of DINO's released ViTs (the paper's backbones), known without importing timm so that
+#: loading the paper's configs stays fast; a test checks them against timm.
+DINO_VIT_PATCH = {"vit_small_patch16_224": 16, "vit_small_patch8_224": 8, "vit_base_patch16_224": 16,
+                  "vit_base_patch8_224": 8}
+
+
+@cache
+def _arch_info(arch: str, shape: tuple[int | None, ...]) -> Any:
+    """:func:`leopart.models.vit.arch_info` of a timm name with optional ``(patch_size, embed_dim,
+    depth, num_heads)`` overrides, once per process (imports torch and timm; None when they are not
+    installed here, then the check happens when the model is built)."""
+    try:
+        from leopart.models.vit import arch_info
+    except ImportError:  # pragma: no cover - the workflow environment always has torch
+        return None
+    patch_size, embed_dim, depth, num_heads = shape
+    return arch_info(arch, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads)
+
+
+def check_arch(name: str, model: Mapping[str, Any], input_size: int) -> None:
+    """Refuse a ``models.<name>.arch`` that feature extraction cannot run, before any stage runs.
+
+    ``custom`` needs nothing beyond its schema; a timm name must build (on the meta device: no
+    memory, no weights) as a timm ``VisionTransformer`` with a class token and an absolute
+    positional embedding (register tokens allowed), so ``resnet50`` is refused here. The input size
+    must be a multiple of the patch size (``features.input_size`` squashes every image to that
+    square; the token grid is ``input_size / patch_size`` per side).
+
+    Raises:
+        LeopartError: one line naming ``models.<name>.arch`` (or ``features.input_size``).
+    """
+    arch = model["arch"]
+    if arch == "custom":
+        patch = int(model["custom"]["patch_size"])
+    elif arch in DINO_VIT_PATCH and not model.get("custom"):
+        patch = DINO_VIT_PATCH[arch]
+    else:
+        custom = model.get("custom") or {}
+        try:
+            info = _arch_info(arch, tuple(custom.get(k) for k in ("patch_size", "embed_dim", "depth", "num_heads")))
+        except LeopartError as exc:
+            detail = str(exc).removeprefix(f"arch {arch!r}: ")
+            raise LeopartError(f"config: models.{name}.arch = {arch!r}: {detail}") from None
+        if info is None:
+            return
+        ph, pw = info.patch_size
+        if ph != pw:
+            raise LeopartError(f"config: models.{name}.arch = {arch!r}: non-square patches {ph}x{pw}")
+        patch = ph
+    if input_size % patch:
+        raise LeopartError(
+            f"config: features.input_size = {input_size} is not a multiple of the patch size {patch} of "
+            f"models.{name}.arch = {arch!r} (e.g. {input_size - input_size % patch} or "
+            f"{input_size - input_size % patch + patch})"
+        )
 
 
 def merge_config(base: Mapping[str, Any], overlay: Mapping[str, Any] | None, *, strict: bool = True,

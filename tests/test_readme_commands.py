@@ -27,8 +27,13 @@ SETUP_PREFIXES = ("python3.11 -m venv", "pip ", ".venv/bin/pip", "git ", "cd ", 
 COMMAND_RE = re.compile(r"^(\.venv/bin/)?(snakemake|make|python|torchrun)\b")
 
 
+#: Fence languages whose lines are shell commands (blocks in other languages, e.g. yaml, are skipped).
+SHELL_FENCES = ("", "bash", "sh", "shell", "console")
+
+
 def _fenced_blocks(text: str) -> list[str]:
-    return re.findall(r"^```(?:bash|sh|shell|console)?\n(.*?)^```", text, flags=re.S | re.M)
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
+    return [body for lang, body in blocks if lang in SHELL_FENCES]
 
 
 def _logical_lines(block: str) -> list[str]:
@@ -71,6 +76,11 @@ def test_extraction_joins_continuations_and_drops_comments() -> None:
             "  results/t.csv\npip install x\n```\nsee `make test` and `make` and `snakemake -n t`.\n")
     assert readme_commands(text) == ["make run", ".venv/bin/snakemake --cores all results/t.csv",
                                      "make test", "snakemake -n t"]
+
+
+def test_extraction_skips_blocks_of_other_languages() -> None:
+    text = "```yaml\nrun: x\n```\n\n```bash\nmake run\n```\n```python\nimport torch\n```\n"
+    assert readme_commands(text) == ["make run"]
 
 
 COMMANDS = readme_commands(README.read_text())

@@ -53,11 +53,13 @@ def build_backbone(arch: Mapping[str, Any], weights: Mapping[str, Any] | None = 
 
 def build_model(entry: Mapping[str, Any], weights_path: str | None) -> nn.Module:
     """The backbone of a config ``models.<name>`` entry, with its weights read from ``weights_path``
-    (the entry's ``weights.path``, or the file its ``weights.url`` was fetched to)."""
+    (the entry's ``weights.path``, or the file its ``weights.url`` was fetched to).
+
+    ``entry["custom"]`` is the shape of an ``arch: custom`` ViT, or, for a timm name, overrides of
+    the named shape (e.g. a smaller ViT of the DINOv2-with-registers family)."""
     arch: dict[str, Any] = {"arch": entry["arch"]}
-    if entry["arch"] == "custom":
-        custom = entry.get("custom") or {}
-        arch.update({k: custom.get(k) for k in CUSTOM_KEYS})
+    custom = entry.get("custom") or {}  # the shape of `custom`, or overrides of a timm name's
+    arch.update({k: custom.get(k) for k in CUSTOM_KEYS})
     weights = dict(entry["weights"])
     return build_backbone(arch, {**weights, "path": weights_path}, seed=int(weights.get("seed", 0)),
                           name=entry.get("label", entry["arch"]))

@@ -141,7 +141,9 @@ def load_backbone_weights(
         trust: see :func:`load_checkpoint_file`.
 
     A positional embedding stored for a different (square) grid is resampled to the model's
-    native grid with DINO's rule (:func:`~leopart.models.vit.interpolate_pos_embed_dino`).
+    native grid with DINO's rule (:func:`~leopart.models.vit.interpolate_pos_embed_dino`); its
+    prefix entries follow the model's layout (one for CLS, none for timm's ``no_embed_class``
+    models such as DINOv2 with registers).
 
     Returns:
         A report: ``{"source", "path", "loaded" (number of tensors loaded), "ignored" (checkpoint
@@ -170,14 +172,16 @@ def load_backbone_weights(
     pe = state.get("pos_embed")
     if pe is not None and "pos_embed" in own and pe.shape != own["pos_embed"].shape:
         if pe.ndim == 3 and pe.shape[0] == 1 and pe.shape[-1] == own["pos_embed"].shape[-1]:
-            from leopart.models.vit import interpolate_pos_embed_dino
+            from leopart.models.vit import interpolate_pos_embed_dino, pos_embed_prefix
 
             gh, gw = model.patch_embed.grid_size
+            prefix = pos_embed_prefix(model)
             try:
-                state["pos_embed"] = interpolate_pos_embed_dino(pe.float(), int(gh), int(gw)).to(pe.dtype)
+                state["pos_embed"] = interpolate_pos_embed_dino(pe.float(), int(gh), int(gw),
+                                                                num_prefix=prefix).to(pe.dtype)
             except LeopartError as exc:
                 raise LeopartError(f"{p}: {exc}") from None
-            resampled = [int(pe.shape[1]) - 1, int(gh) * int(gw)]
+            resampled = [int(pe.shape[1]) - prefix, int(gh) * int(gw)]
 
     bad_shapes = [
         f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
