@@ -208,6 +208,37 @@ def test_local_file_of_register_model_with_other_grid_is_resampled_without_prefi
     torch.testing.assert_close(model.pos_embed.detach(), expected, atol=0, rtol=0)
 
 
+def test_official_dinov2_release_layout_is_converted(tmp_path: Path) -> None:
+    """A file in the layout of facebookresearch's dinov2_vits14_reg4_pretrain.pth (register_tokens,
+    mask_token, a class entry in pos_embed) loads into timm's reg4 model and computes the same
+    tokens as the model it was written from (the class entry is folded into the CLS token)."""
+    timm_model = build_vit("vit_small_patch14_reg4_dinov2", **TINY_REG, img_size=56, seed=2).eval()
+    with torch.no_grad():
+        for blk in timm_model.blocks:
+            blk.ls1.gamma.uniform_(0.5, 1.5)
+            blk.ls2.gamma.uniform_(0.5, 1.5)
+        timm_model.reg_token.normal_()
+    sd = {k: v.clone() for k, v in timm_model.state_dict().items()}
+    cls_pos = torch.randn(1, 1, 48, generator=torch.Generator().manual_seed(4))
+    release = {k: v for k, v in sd.items() if k not in ("reg_token", "pos_embed", "cls_token")}
+    release.update(register_tokens=sd["reg_token"], mask_token=torch.zeros(1, 48),
+                   cls_token=sd["cls_token"] - cls_pos, pos_embed=torch.cat((cls_pos, sd["pos_embed"]), dim=1))
+    path = tmp_path / "dinov2_vits14_reg4_pretrain.pth"
+    torch.save(release, path)
+    model = build_vit("vit_small_patch14_reg4_dinov2", **TINY_REG, img_size=56, seed=0)
+    report = load_backbone_weights(model, path, "local")
+    assert "mask_token" in report["ignored"] and report["pos_embed_resampled"] is None
+    torch.testing.assert_close(model.cls_token, sd["cls_token"], atol=1e-6, rtol=0)
+    for k in sd:
+        if k != "cls_token":
+            assert torch.equal(model.state_dict()[k], sd[k]), k
+    x = images(1, 56, 56, seed=7)
+    with torch.no_grad():
+        ours, _ = tokens_and_attention(model.eval(), x)
+        ref, _ = tokens_and_attention(timm_model, x)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
 # ---- (c)/(d) the config check ----------------------------------------------------------------
 
 

@@ -8,7 +8,8 @@ Three checkpoint sources are understood (:func:`extract_backbone_state`):
 - ``"leopart"`` — a Leopart (PyTorch Lightning) checkpoint: ``ckpt["state_dict"]`` if present,
   the student's ``model.*`` keys if any (``teacher.*`` ignored), prefix stripped, projection-head
   and prototype keys dropped.
-- ``"local"`` — any other file holding a ViT state dict (see :func:`extract_backbone_state`).
+- ``"local"`` — any other file holding a ViT state dict (see :func:`extract_backbone_state`),
+  timm's key names or the official DINOv2 release's (converted as timm does).
 
 Unlike the original code, which loads with ``strict=False`` and silently keeps a random ViT when
 the key prefix does not match (§11.8), :func:`load_backbone_weights` refuses a checkpoint that
@@ -28,6 +29,7 @@ tolerant unpickler that replaces classes from modules that are not installed (e.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pickle
 import types
@@ -167,6 +169,9 @@ def load_backbone_weights(
     except LeopartError as exc:
         raise LeopartError(f"{p}: {exc}") from None
 
+    if "mask_token" in state or "register_tokens" in state:
+        state, dropped = _from_dinov2_release(state, model)
+        ignored = ignored + dropped
     resampled = None
     own = model.state_dict()
     pe = state.get("pos_embed")
@@ -244,6 +249,38 @@ def _extract(ckpt: Mapping[str, Any], source: str) -> tuple[dict[str, torch.Tens
             )
         return _strip_and_filter(sd, candidates=None, drop=("head", "prototypes"), what="local")
     raise LeopartError(f"source {source!r}: expected one of dino, leopart, local")
+
+
+def _from_dinov2_release(state: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A state dict of the official DINOv2 release (``dinov2_vits14[_reg4]_pretrain.pth``) in
+    timm's layout, as timm converts it: ``mask_token`` dropped (only used in training),
+    ``register_tokens`` → ``reg_token``, ``mlp.w12``/``mlp.w3`` → ``mlp.fc1``/``mlp.fc2``
+    (SwiGLU of ViT-g). For a model whose positional embedding has no class entry (timm's
+    ``*_reg4_dinov2``), the release's class entry, which is added to the CLS token only, is folded
+    into ``cls_token`` and removed from ``pos_embed`` — the same function of the input.
+
+    Returns the converted dict and the keys that were dropped.
+    """
+    import re
+
+    out: dict[str, torch.Tensor] = {}
+    dropped = ["mask_token"] if "mask_token" in state else []
+    for k, v in state.items():
+        if k == "mask_token":
+            continue
+        if k == "register_tokens":
+            k = "reg_token"
+        k = re.sub(r"^(blocks\.\d+\.mlp\.)w12\.", r"\1fc1.", k)
+        k = re.sub(r"^(blocks\.\d+\.mlp\.)w3\.", r"\1fc2.", k)
+        out[k] = v
+    pe = out.get("pos_embed")
+    if getattr(model, "no_embed_class", False) and pe is not None and "cls_token" in out:
+        n_model = int(model.pos_embed.shape[1])
+        side = math.isqrt(pe.shape[1] - 1)
+        if pe.shape[1] != n_model and side * side == pe.shape[1] - 1:
+            out["cls_token"] = out["cls_token"] + pe[:, :1]
+            out["pos_embed"] = pe[:, 1:]
+    return out, dropped
 
 
 def _strip_and_filter(
