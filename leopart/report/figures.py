@@ -260,7 +260,9 @@ def cd_graph_figure(
     handles = [Patch(facecolor=colour[m], edgecolor="k",
                      label="isolated (module 0)" if m == 0 else f"module {m} -> {module_class.get(m, '?')}")
                for m in modules]
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    # a figure legend "outside": constrained layout makes room for it (an axes legend anchored
+    # outside the equal-aspect axes was clipped at the right edge)
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
     ax.set_title(title, fontsize=10, wrap=True)
     ax.set_aspect("equal")
     ax.axis("off")
