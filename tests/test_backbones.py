@@ -354,3 +354,23 @@ def test_workflow_extracts_a_register_token_patch14_model(workdir: Path) -> None
     masks = np.load(workdir / target)
     assert tokens.shape == (12, 4, 4, 48) and attn.shape == (12, 3, 16) and masks.shape == (12, 4, 4)
     assert (attn.sum(-1) < 1).all()  # CLS and register columns dropped, not renormalised
+
+
+@pytest.mark.slow
+def test_workflow_embeddings_only_model_reproduces_the_model_they_came_from(workdir: Path) -> None:
+    """Route of config/overlays/own-embeddings.yaml: a model with embeddings only (no arch, no
+    weights) importing another model's tokens gives that model's overclustering exactly, which
+    holds only if the import keeps image order, grid and values."""
+    cfg = mini_config()
+    cfg["run"] = "mini_emb"
+    cfg["models"]["mine"] = {"label": "embeddings only", "embeddings": {
+        "train": "results/mini_emb/features/random/train_tokens.npy",
+        "val": "results/mini_emb/features/random/val_tokens.npy"}}
+    cfg["rows"]["leopart"] = "mine"
+    (workdir / "emb.yaml").write_text(yaml.safe_dump(cfg))
+    targets = [f"results/mini_emb/overcluster/{m}/val/k7_seed0/metrics.json" for m in ("random", "mine")]
+    proc = smk(workdir, *targets, "--cores", "2", "--configfile", "emb.yaml")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ref, got = (yaml.safe_load((workdir / t).read_text()) for t in targets)
+    assert got["miou"] == ref["miou"] and got["iou_per_class"] == ref["iou_per_class"]
+    assert (workdir / "results/mini_emb/embeddings/mine/val.npy").is_file()
