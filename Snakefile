@@ -23,6 +23,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/overcluster.smk"
 include: "workflow/rules/cbfe.smk"
 include: "workflow/rules/cd.smk"
+include: "workflow/rules/label_free.smk"
 include: "workflow/rules/table.smk"
 include: "workflow/rules/report.smk"
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -83,14 +84,16 @@ class CBFEResult:
         table: one row per cluster: ``cluster, prec_train, prec_val, images_train, images_val,
             tokens_train, tokens_val, rank_train, fg_train, fg_val``.
         threshold: the threshold applied to both splits.
-        search: the threshold search, or ``None`` when a fixed threshold was given.
+        search: the threshold search (:class:`ThresholdResult`, or
+            :class:`leopart.label_free.OtsuResult` when label-free), or ``None`` when a fixed
+            threshold was given.
     """
 
     fg_train: np.ndarray
     fg_val: np.ndarray
     table: pd.DataFrame
     threshold: float
-    search: ThresholdResult | None
+    search: Any
 
 
 def _check_labels(labels: np.ndarray, k: int, what: str) -> np.ndarray:
@@ -314,6 +317,7 @@ def cbfe(
     threshold: float | None = None,
     cut_fractions: tuple[float, float] = (0.55, 0.75),
     round_step: float = 0.05,
+    label_free: bool = False,
 ) -> CBFEResult:
     """Full CBFE (spec §7.1): precision on train → threshold → fg clusters per split.
 
@@ -335,6 +339,9 @@ def cbfe(
         threshold: fixed threshold (config), or ``None`` to search it.
         cut_fractions: see :func:`threshold_search`.
         round_step: see :func:`threshold_search`.
+        label_free: choose the threshold without ground truth, by Otsu's criterion on the train
+            precisions within ``cut_fractions`` (:func:`leopart.label_free.otsu_threshold`);
+            ``gt_train_eval`` is not read.
 
     Returns:
         :class:`CBFEResult` with token-resolution masks for both splits and the per-cluster table.
@@ -346,8 +353,14 @@ def cbfe(
     _warn_absent(img_tr, "train")
     _warn_absent(img_va, "val")
 
-    search: ThresholdResult | None = None
-    if threshold is None:
+    search: Any = None
+    if threshold is None and label_free:
+        from leopart.label_free import otsu_threshold
+
+        search = otsu_threshold(prec_tr, cut_fractions)
+        thr, order = search.threshold, search.order
+        log.info("CBFE label-free threshold (Otsu): cut %d, threshold %.4f", search.best_cut, thr)
+    elif threshold is None:
         if gt_train_eval is None:
             raise LeopartError("cbfe.threshold: no fixed threshold given and no train ground truth to search it")
         search = threshold_search(

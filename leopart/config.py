@@ -218,6 +218,29 @@ def check_config(config: Mapping[str, Any]) -> None:
     if names is not None and len(names) != config["dataset"]["num_classes"]:
         raise LeopartError(f"config: dataset.class_names lists {len(names)} names but dataset.num_classes is "
                            f"{config['dataset']['num_classes']}")
+    check_labels_config(config["dataset"])
+
+
+def check_labels_config(dataset: Mapping[str, Any]) -> None:
+    """``dataset.background_class`` / ``ignore_index`` against ``num_classes``: one line each.
+
+    Table 5's protocol needs a background class (CBFE's foreground/background split, the +1
+    background label of +CBFE/+CD, the Hungarian matching of label 0): a dataset without one stops
+    here rather than produce numbers that silently treat class 0 as background."""
+    n = int(dataset["num_classes"])
+    bg = dataset.get("background_class", 0)
+    if bg is None:
+        raise LeopartError(
+            "config: dataset.background_class is null, but Table 5's rows (CBFE foreground, the +1 background "
+            "label of +CBFE/+CD) need a background class: set it to the label that is not an object "
+            "(e.g. road scenes: sky or road)")
+    if not 0 <= int(bg) < n:
+        raise LeopartError(f"config: dataset.background_class = {bg} is not a label in 0..{n - 1} "
+                           f"(dataset.num_classes)")
+    ignore = int(dataset.get("ignore_index", 255))
+    if ignore < n:
+        raise LeopartError(f"config: dataset.ignore_index = {ignore} is a class label (0..{n - 1}); "
+                           f"use a value >= dataset.num_classes, e.g. 255")
 
 
 def _check_inference_models(config: Mapping[str, Any]) -> None:

@@ -41,6 +41,10 @@ COLUMNS = ["row", "method", "model", "miou", "std", "n", "classes", "paper", "so
 
 #: ``note`` of a row whose ground truth has no valid pixel.
 ALL_IGNORE_NOTE = "no valid ground-truth pixel (all 255): nothing to score"
+#: ``note`` of every row of a dataset without masks (label-free run: no number, no paper value).
+NEEDS_LABELS_NOTE = "needs labels: the dataset has no masks (segmentations only)"
+#: Suffix of the rows whose CBFE threshold and CD setting are chosen without labels.
+LABEL_FREE = "label-free"
 COMPARISON_COLUMNS = ["comparison", "paired_on", "n_pairs", "mean_diff", "std_diff", "ci95_low",
                       "ci95_high", "frac_positive"]
 
@@ -80,30 +84,46 @@ def cd_row_name(variant: str | None = None) -> str:
     return "+ CD" if variant is None else f"+ CD ({variant})"
 
 
-def table_rows(k_overcluster: int, k_fg: int, k_cd: int, cd_rows: Sequence[tuple[str, str]] = (("+ CD", "cd"),)
-               ) -> list[RowSpec]:
+def cbfe_row_name(variant: str | None = None) -> str:
+    """Name of a +CBFE row: ``+ CBFE``, or ``+ CBFE (<variant>)`` (e.g. the label-free threshold)."""
+    return "+ CBFE" if variant is None else f"+ CBFE ({variant})"
+
+
+def _chosen(row: str, how: str) -> str:
+    """Method text of a label-free row: how its choice was made (label-free rows only)."""
+    return f" ({how}, no labels)" if row.endswith(f"({LABEL_FREE})") else ""
+
+
+def table_rows(k_overcluster: int, k_fg: int, k_cd: int, cd_rows: Sequence[tuple[str, str]] = (("+ CD", "cd"),),
+               cbfe_rows: Sequence[tuple[str, str]] = (("+ CBFE", "cbfe"),)) -> list[RowSpec]:
     """The rows of Table 5. ``cd_rows``: (row name, input name) of every +CD variant (e.g. one per
-    Infomap behaviour); each is scored like the paper's +CD row."""
+    Infomap behaviour); each is scored like the paper's +CD row. ``cbfe_rows`` likewise for +CBFE
+    (e.g. the label-free threshold beside the paper's)."""
     rows = [
         RowSpec("DINO", "dino", f"k-means K={k_overcluster}, Hungarian", ("kmeans_seed",), "dino"),
         RowSpec("+ Leopart", "leopart", f"k-means K={k_overcluster}, Hungarian", ("kmeans_seed",)),
-        RowSpec("+ CBFE", "cbfe", f"CBFE + fg k-means K={k_fg}+1 bg, Hungarian", ("cbfe_seed", "kmeans_seed")),
     ]
-    rows += [RowSpec(name, inp, f"K={k_cd}+1 co-occurrence + Infomap, Hungarian",
+    rows += [RowSpec(name, inp, f"CBFE{_chosen(name, 'Otsu threshold')} + fg k-means K={k_fg}+1 bg, Hungarian",
+                     ("cbfe_seed", "kmeans_seed"), paper_row="+ CBFE") for name, inp in cbfe_rows]
+    rows += [RowSpec(name, inp, f"K={k_cd}+1 co-occurrence + Infomap{_chosen(name, 'modularity setting')}, Hungarian",
                      ("cbfe_seed", "cd_seed", "infomap_seed"), paper_row="+ CD") for name, inp in cd_rows]
     rows.append(RowSpec("upper bound", "upper_bound", f"K={k_cd + 1} many-to-one with GT", ("cbfe_seed", "cd_seed")))
     return rows
 
 
-def table_comparisons(cd_rows: Sequence[str] = ("+ CD",)) -> list[ComparisonSpec]:
+def table_comparisons(cd_rows: Sequence[str] = ("+ CD",), cbfe_rows: Sequence[str] = ("+ CBFE",)
+                      ) -> list[ComparisonSpec]:
     """Each step of the table against the row before it, paired on their shared seeds; every
-    further +CD variant (e.g. the other Infomap behaviour) also against the first, paired on the
-    clustering (graph) both ran on."""
+    further +CBFE variant against the first (``cbfe_rows[0]``), paired on both clusterings; every
+    further +CD variant (e.g. the other Infomap behaviour, the label-free setting) also against the
+    first, paired on the clustering (graph) both ran on."""
+    base = cbfe_rows[0]
     comps = [
         ComparisonSpec("+ Leopart", "DINO", ("kmeans_seed",)),
-        ComparisonSpec("+ CBFE", "+ Leopart", ("kmeans_seed",)),
+        ComparisonSpec(base, "+ Leopart", ("kmeans_seed",)),
     ]
-    comps += [ComparisonSpec(cd, "+ CBFE", ("cbfe_seed",)) for cd in cd_rows]
+    comps += [ComparisonSpec(name, base, ("cbfe_seed", "kmeans_seed")) for name in cbfe_rows[1:]]
+    comps += [ComparisonSpec(cd, base, ("cbfe_seed",)) for cd in cd_rows]
     comps += [ComparisonSpec("upper bound", cd, ("cbfe_seed", "cd_seed")) for cd in cd_rows]
     comps += [ComparisonSpec(cd, cd_rows[0], ("cbfe_seed", "cd_seed")) for cd in cd_rows[1:]]
     return comps
@@ -225,6 +245,7 @@ def build_table(
     rows: Sequence[RowSpec],
     comparisons: Sequence[ComparisonSpec],
     voc2012: bool = False,
+    has_labels: bool = True,
 ) -> Table:
     """Assemble Table 5 from the metric artefacts.
 
@@ -235,6 +256,8 @@ def build_table(
         dataset: dataset kind; paper values are shown for ``pvoc`` with ``voc2012`` only.
         rows, comparisons: from :func:`table_rows` and :func:`table_comparisons`.
         voc2012: the dataset is PASCAL VOC 2012 itself (``dataset.pvoc.voc2012``).
+        has_labels: False for a dataset without masks: every row's note says it needs labels
+            (its ``miou`` is NaN, from all-ignore ground truth).
     """
     lines, row_records, samples = [], {}, {}
     for spec in rows:
@@ -249,7 +272,8 @@ def build_table(
             "miou": round(stats["mean"], 2), "std": round(stats["std"], 2), "n": stats["n"],
             "classes": classes,
             "paper": PAPER_TABLE5[paper_row] if dataset == "pvoc" and voc2012 else float("nan"),
-            "source": _source(paths), "note": ALL_IGNORE_NOTE if classes == 0 else "",
+            "source": _source(paths),
+            "note": NEEDS_LABELS_NOTE if not has_labels else ALL_IGNORE_NOTE if classes == 0 else "",
             "seeds": " × ".join(f"{lv} {stats['counts'][lv]}" for lv in spec.levels),
         })
         row_records[spec.row] = {**stats, "input": spec.input, "paper_row": paper_row,

@@ -48,8 +48,8 @@ def test_search_finds_the_planted_communities() -> None:
     matrix, _ = cooccurrence([labels], 5)
     conf = eval_confusion(labels, gt, 3, num_pred=5)
     res = search_cd(matrix, conf, [0.05, 0.3], [1.0], seeds=[1, 2], preferred_modules=None)
-    assert list(res.columns) == ["weight_threshold", "markov_time", "seed", "miou", "num_modules",
-                                 "isolated_labels", "edges", "codelength", "infomap_version", "infomap"]
+    assert list(res.columns) == ["weight_threshold", "markov_time", "seed", "miou", "modularity", "num_modules",
+                                 "isolated_labels", "edges", "codelength", "module_of", "infomap_version", "infomap"]
     assert (res.infomap == "current").all() and (res.infomap_version == communities.infomap.__version__).all()
     assert len(res) == 4
     # wt 0.05 keeps the background edges: everything is one community; wt 0.3 keeps only the two

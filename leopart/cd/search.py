@@ -53,7 +53,7 @@ def merged_confusion(label_conf: np.ndarray, module_of: np.ndarray) -> np.ndarra
 
 def search_cd(
     matrix: np.ndarray,
-    label_conf: np.ndarray,
+    label_conf: np.ndarray | None,
     weight_thresholds: Sequence[float],
     markov_times: Sequence[float],
     seeds: Sequence[int],
@@ -67,7 +67,8 @@ def search_cd(
 
     Args:
         matrix: ``(L, L)`` co-occurrence matrix (:func:`leopart.cd.cooccurrence.cooccurrence`).
-        label_conf: ``(C, L)`` confusion of the split's label map against its GT (valid pixels).
+        label_conf: ``(C, L)`` confusion of the split's label map against its GT (valid pixels);
+            ``None`` without labels (``miou`` NaN).
         weight_thresholds, markov_times: the grid (``cd.search``).
         seeds: Infomap seeds, one run each (``cd.seeds``).
         preferred_modules, two_level, num_trials: Infomap options as in the ``infomap`` rule.
@@ -76,13 +77,17 @@ def search_cd(
 
     Returns:
         One row per run: ``weight_threshold``, ``markov_time``, ``seed``, ``miou`` (%, Hungarian),
+        ``modularity`` (of the partition on the whole co-occurrence graph,
+        :func:`leopart.label_free.modularity`), ``module_of`` (the partition, a list),
         ``num_modules``, ``isolated_labels``, ``edges``, ``codelength``, ``infomap_version``,
         ``infomap`` (the behaviour).
     """
     if not weight_thresholds or not markov_times or not seeds:
         raise LeopartError("cd.search: weight_thresholds, markov_times and cd.seeds must be non-empty")
+    from leopart.label_free import modularity
+
     num_labels = int(np.asarray(matrix).shape[0])
-    if np.asarray(label_conf).shape[1] != num_labels:
+    if label_conf is not None and np.asarray(label_conf).shape[1] != num_labels:
         raise LeopartError(f"cd search: confusion has {np.asarray(label_conf).shape[1]} labels, "
                            f"the co-occurrence matrix {num_labels}")
     graphs = [edge_list(matrix, float(wt)) for wt in weight_thresholds]
@@ -93,11 +98,14 @@ def search_cd(
     results = run_infomap_runs(graphs, num_labels, runs, behaviour=behaviour, env_dir=env_dir)
     rows: list[dict[str, Any]] = []
     for (g, wt, mt, seed), res in zip(grid, results, strict=True):
-        conf = merged_confusion(label_conf, res.module_of)
-        rows.append({"weight_threshold": wt, "markov_time": mt, "seed": seed,
-                     "miou": float(hungarian_miou(conf).miou) * 100.0,
+        miou = float("nan")
+        if label_conf is not None:
+            miou = float(hungarian_miou(merged_confusion(label_conf, res.module_of)).miou) * 100.0
+        rows.append({"weight_threshold": wt, "markov_time": mt, "seed": seed, "miou": miou,
+                     "modularity": modularity(matrix, res.module_of, background_label=num_labels - 1),
                      "num_modules": int(res.num_modules), "isolated_labels": len(res.isolated),
                      "edges": len(graphs[g]), "codelength": float(res.codelength),
+                     "module_of": [int(v) for v in res.module_of],
                      "infomap_version": res.version, "infomap": res.behaviour})
     return pd.DataFrame(rows)
 

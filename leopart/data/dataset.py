@@ -27,24 +27,34 @@ class SplitIndex:
     Attributes:
         names: image names (file stems), in split-list order.
         image_paths: one RGB image per name, or ``None`` when the split is mask-only.
-        mask_paths: one label mask per name.
+        mask_paths: one label mask per name, or ``None`` when the dataset has no masks (label-free
+            run of ``dataset.kind: folder``).
         class_names: class names in label-index order (index 0 = background).
     """
 
     names: list[str]
     image_paths: list[Path] | None
-    mask_paths: list[Path]
+    mask_paths: list[Path] | None
     class_names: list[str]
 
     def __post_init__(self) -> None:
         n = len(self.names)
-        if len(self.mask_paths) != n or (self.image_paths is not None and len(self.image_paths) != n):
+        if self.image_paths is None and self.mask_paths is None:
+            raise ValueError("SplitIndex needs images or masks")
+        if ((self.mask_paths is not None and len(self.mask_paths) != n)
+                or (self.image_paths is not None and len(self.image_paths) != n)):
             raise ValueError(
-                f"SplitIndex lengths differ: {n} names, {len(self.mask_paths)} masks, "
+                f"SplitIndex lengths differ: {n} names, "
+                f"{None if self.mask_paths is None else len(self.mask_paths)} masks, "
                 f"{None if self.image_paths is None else len(self.image_paths)} images")
 
     def __len__(self) -> int:
         return len(self.names)
+
+    @property
+    def has_masks(self) -> bool:
+        """True unless the split has no masks (label-free run)."""
+        return self.mask_paths is not None
 
     @property
     def num_classes(self) -> int:
@@ -52,13 +62,15 @@ class SplitIndex:
         return len(self.class_names)
 
 
-def write_manifest(path: str | Path, index: SplitIndex) -> None:
-    """Write ``index`` as a Parquet manifest at ``path`` plus its JSON sidecar, both atomically."""
+def write_manifest(path: str | Path, index: SplitIndex, extra: dict | None = None) -> None:
+    """Write ``index`` as a Parquet manifest at ``path`` plus its JSON sidecar, both atomically
+    (``extra``: more entries of the sidecar, e.g. how the split was made)."""
     images = [str(p) for p in index.image_paths] if index.image_paths is not None else [None] * len(index)
+    masks = [str(p) for p in index.mask_paths] if index.mask_paths is not None else [None] * len(index)
     table = pd.DataFrame({
         "name": pd.Series(index.names, dtype="string"),
         "image": pd.Series(images, dtype="string"),
-        "mask": pd.Series([str(p) for p in index.mask_paths], dtype="string"),
+        "mask": pd.Series(masks, dtype="string"),
     })
     write_parquet(path, table)
     write_json(sidecar_path(path), {
@@ -66,6 +78,8 @@ def write_manifest(path: str | Path, index: SplitIndex) -> None:
         "num_classes": len(index.class_names),
         "count": len(index),
         "has_images": index.image_paths is not None,
+        "has_masks": index.mask_paths is not None,
+        **(extra or {}),
     })
 
 
@@ -90,8 +104,12 @@ def read_manifest(path: str | Path) -> SplitIndex:
         raise LeopartError(f"{sidecar_path(p)}: sidecar lacks the 'class_names' list")
     if meta.get("count", len(table)) != len(table):
         raise LeopartError(f"{p}: manifest has {len(table)} rows but its sidecar says {meta['count']}")
-    if table["name"].isna().any() or table["mask"].isna().any():
-        raise LeopartError(f"{p}: dataset manifest has empty name or mask entries")
+    if table["name"].isna().any():
+        raise LeopartError(f"{p}: dataset manifest has empty name entries")
+    mask_null = table["mask"].isna()
+    if mask_null.any() and not mask_null.all():
+        raise LeopartError(f"{p}: dataset manifest has masks for some rows only")
+    has_masks = not mask_null.any() if len(table) else bool(meta.get("has_masks", True))
     img_null = table["image"].isna()
     if img_null.any() and not img_null.all():
         raise LeopartError(f"{p}: dataset manifest has images for some rows only")
@@ -100,6 +118,6 @@ def read_manifest(path: str | Path) -> SplitIndex:
     return SplitIndex(
         names=[str(s) for s in table["name"]],
         image_paths=image_paths,
-        mask_paths=[Path(s) for s in table["mask"].astype(str)],
+        mask_paths=[Path(s) for s in table["mask"].astype(str)] if has_masks else None,
         class_names=[str(c) for c in meta["class_names"]],
     )

@@ -37,16 +37,20 @@ def _open_image(path: Path, what: str) -> Image.Image:
     return img
 
 
-def load_mask(path: str | Path, num_classes: int) -> np.ndarray:
-    """Load a class-index mask and validate its labels.
+def load_mask(path: str | Path, num_classes: int, background_class: int = 0,
+              ignore_index: int = IGNORE_LABEL) -> np.ndarray:
+    """Load a class-index mask, validate its labels and bring them to the pipeline's convention.
 
     Args:
         path: PNG (or other PIL-readable) mask in mode "P" or "L".
         num_classes: number of classes including background; valid labels are
-            ``0..num_classes-1`` and 255.
+            ``0..num_classes-1`` and ``ignore_index``.
+        background_class: the dataset's background label (``dataset.background_class``), swapped
+            with 0 (:func:`leopart.data.folder.remap_mask`).
+        ignore_index: the dataset's ignore label (``dataset.ignore_index``), mapped to 255.
 
     Returns:
-        ``(H, W)`` uint8 array of labels.
+        ``(H, W)`` uint8 array of labels, 0 = background, 255 = ignore.
 
     Raises:
         LeopartError: missing/corrupt file, a non-index image mode, or labels out of range (the
@@ -58,13 +62,15 @@ def load_mask(path: str | Path, num_classes: int) -> np.ndarray:
         raise LeopartError(f"{p}: mask has image mode {img.mode!r}; expected a class-index mask in mode "
                            f"'P' (palette) or 'L' (greyscale)")
     arr = np.asarray(img, dtype=np.uint8)
-    bad = (arr >= num_classes) & (arr != IGNORE_LABEL)
+    bad = (arr >= num_classes) & (arr != ignore_index)
     if bad.any():
         values = np.unique(arr[bad])
         shown = ", ".join(str(int(v)) for v in values[:10]) + (" …" if len(values) > 10 else "")
         raise LeopartError(f"{p}: mask has label value(s) {shown} outside 0..{num_classes - 1} and "
-                           f"{IGNORE_LABEL}")
-    return arr
+                           f"{ignore_index} (dataset.num_classes / dataset.ignore_index)")
+    from leopart.data.folder import remap_mask
+
+    return remap_mask(arr, background_class, ignore_index)
 
 
 def ground_truth(
@@ -73,6 +79,8 @@ def ground_truth(
     input_size: int = 448,
     eval_size: int = 100,
     progress: bool = True,
+    background_class: int = 0,
+    ignore_index: int = IGNORE_LABEL,
 ) -> np.ndarray:
     """Ground-truth label maps at evaluation resolution.
 
@@ -85,13 +93,14 @@ def ground_truth(
         input_size: side (pixels) of the network input the masks are first resized to.
         eval_size: side (pixels) of the returned label maps.
         progress: show a tqdm bar.
+        background_class, ignore_index: the dataset's labels for them (:func:`load_mask`).
 
     Returns:
-        ``(N, eval_size, eval_size)`` uint8, 255 = ignore.
+        ``(N, eval_size, eval_size)`` uint8, 0 = background, 255 = ignore.
     """
     out = np.empty((len(mask_paths), eval_size, eval_size), dtype=np.uint8)
     for i, path in enumerate(tqdm(mask_paths, desc="ground truth", unit="mask", disable=not progress)):
-        arr = load_mask(path, num_classes)
+        arr = load_mask(path, num_classes, background_class, ignore_index)
         resized = np.asarray(pil_nearest_resize(Image.fromarray(arr), input_size))
         out[i] = upsample_labels(resized, eval_size)
     return out
@@ -119,3 +128,22 @@ def check_image_mask_sizes(image_path: str | Path, mask_path: str | Path) -> tup
         raise LeopartError(f"{mask_path}: mask size {sizes[1][0]}x{sizes[1][1]} differs from image {image_path} "
                            f"size {sizes[0][0]}x{sizes[0][1]}")
     return sizes[0]
+
+
+def check_image_readable(image_path: str | Path) -> tuple[int, int]:
+    """Check that an image exists and PIL can identify it (reads the header only).
+
+    Returns:
+        ``(width, height)`` in pixels.
+
+    Raises:
+        LeopartError: the file is missing or unreadable (names it).
+    """
+    p = Path(image_path)
+    if not p.is_file():
+        raise LeopartError(f"{p}: image file is missing")
+    try:
+        with Image.open(p) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise LeopartError(f"{p}: cannot read image ({type(exc).__name__}: {exc})") from None

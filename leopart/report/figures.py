@@ -176,9 +176,9 @@ def cbfe_figure(clusters: pd.DataFrame, record: Mapping[str, object]) -> Figure:
                  color="#c0392b", label=f"chosen: cut {best} -> threshold {threshold:.2f}")
         ax1.xaxis.get_major_locator().set_params(integer=True)
         ax1.set_xlabel("cut (clusters of rank >= cut are foreground)")
-        ax1.set_ylabel("mean per-image fg IoU (train)")
+        ax1.set_ylabel(str(record.get("score_name", "mean per-image fg IoU (train)")))
         ax1.legend(fontsize=8)
-        ax1.set_title("threshold search on train", fontsize=10)
+        ax1.set_title(f"threshold search on train ({record.get('selected_by', 'train ground truth')})", fontsize=9)
     else:
         ax1.axis("off")
         ax1.text(0.5, 0.5, f"fixed threshold {threshold:.2f}\n(cbfe.threshold; no search)", ha="center",

@@ -29,7 +29,9 @@ def cbfe(call: StageCall) -> Sidecars:
     lab_va = load_npy(inp["val_labels"], ndim=3, dtype_kind="iu", what="cluster labels")
     att_tr = load_npy(inp["train_attn"], ndim=3, what="attention masks")
     att_va = load_npy(inp["val_attn"], ndim=3, what="attention masks")
-    gt_tr = load_npy(inp["train_gt"], ndim=3, dtype_kind="u", what="ground truth")
+    label_free = bool(p.get("label_free", False))
+    has_labels = bool(p.get("has_labels", True))
+    gt_tr = load_npy(inp["train_gt"], ndim=3, dtype_kind="u", what="ground truth") if has_labels else None
     for lab, att, path in ((lab_tr, att_tr, inp["train_attn"]), (lab_va, att_va, inp["val_attn"])):
         if lab.shape != att.shape:
             raise LeopartError(f"{path}: attention masks have shape {att.shape} but the clustered "
@@ -39,8 +41,9 @@ def cbfe(call: StageCall) -> Sidecars:
     weights = eval_block_weights(lab_tr.shape[1:], size)
     lo, hi = p["cut_range"]
     result = run_cbfe(np.asarray(lab_tr), np.asarray(lab_va), np.asarray(att_tr).astype(bool),
-                      np.asarray(att_va).astype(bool), np.asarray(gt_tr), k, weights, eval_size=size,
-                      threshold=p["threshold"], cut_fractions=(lo, hi), round_step=p["round_step"])
+                      np.asarray(att_va).astype(bool), None if gt_tr is None else np.asarray(gt_tr), k, weights,
+                      eval_size=size, threshold=p["threshold"], cut_fractions=(lo, hi), round_step=p["round_step"],
+                      label_free=label_free)
     save_npy(call.output["train_fg"], result.fg_train.astype(np.uint8))
     save_npy(call.output["val_fg"], result.fg_val.astype(np.uint8))
     write_parquet(call.output["clusters"], result.table)
@@ -48,18 +51,25 @@ def cbfe(call: StageCall) -> Sidecars:
     record = {
         "threshold": result.threshold,
         "searched": search is not None,
-        "train_fg_iou": _fg_iou(np.asarray(gt_tr), result.fg_train, size),
-        "train_attention_fg_iou": _fg_iou(np.asarray(gt_tr), np.asarray(att_tr).astype(bool), size),
+        "selected_by": ("fixed cbfe.threshold" if search is None else
+                        "label-free: Otsu on the train cluster precisions" if label_free else
+                        "train ground truth (mean per-image fg IoU)"),
+        # without masks there is nothing to measure against (null, not a number from all-255 GT)
+        "train_fg_iou": _fg_iou(np.asarray(gt_tr), result.fg_train, size) if gt_tr is not None else None,
+        "train_attention_fg_iou": (_fg_iou(np.asarray(gt_tr), np.asarray(att_tr).astype(bool), size)
+                                   if gt_tr is not None else None),
         "fg_clusters_train": int(result.table["fg_train"].sum()),
         "fg_clusters_val": int(result.table["fg_val"].sum()),
         "fg_token_fraction": {"train": float(result.fg_train.mean()), "val": float(result.fg_val.mean())},
     }
     if search is not None:
-        record.update({"raw_threshold": search.raw_threshold, "best_cut": search.best_cut,
+        record.update({"score_name": ("between-group variance of the precisions (Otsu)" if label_free
+                                      else "mean per-image fg IoU (train)"),
+                       "raw_threshold": search.raw_threshold, "best_cut": search.best_cut,
                        "cuts": search.cuts, "cut_scores": search.scores})
     write_json(call.output["threshold"], record)
-    log.info("CBFE threshold %.2f: %d/%d train fg clusters, train fg IoU %.3f (attention alone %.3f)",
-             result.threshold, record["fg_clusters_train"], k, record["train_fg_iou"],
+    log.info("CBFE threshold %.2f (%s): %d/%d train fg clusters, train fg IoU %s (attention alone %s)",
+             result.threshold, record["selected_by"], record["fg_clusters_train"], k, record["train_fg_iou"],
              record["train_attention_fg_iou"])
     mask_record = {"threshold_record": str(call.output["threshold"]),
                    "note": "token-resolution mask; eval map = torch-nearest upsampling"}

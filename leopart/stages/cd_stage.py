@@ -146,7 +146,7 @@ def cd_search(call: StageCall) -> Sidecars:
     results = search_cd(matrix, label_conf, grid["weight_thresholds"], grid["markov_times"], p["seeds"],
                         preferred_modules=preferred, two_level=bool(p["two_level"]),
                         num_trials=int(p["num_trials"]), behaviour=p["infomap"], env_dir=_infomap_env_dir(call))
-    write_parquet(call.output["results"], results)
+    write_parquet(call.output["results"], results.drop(columns="module_of"))
     best = best_setting(results)
     write_json(call.output["best"], {
         "best": best, "split": "train", "infomap": str(p["infomap"]),
@@ -157,3 +157,51 @@ def cd_search(call: StageCall) -> Sidecars:
              best["weight_threshold"], best["markov_time"], best["miou"], best["miou_std"],
              best["num_modules"], best["isolated_labels"])
     return {"best": {}}
+
+
+def cd_label_free(call: StageCall) -> Sidecars:
+    """Row +CD with the CD setting chosen without labels (:mod:`leopart.label_free`).
+
+    Every ``(weight threshold, markov time)`` of ``cd.search`` is run with every Infomap seed on the
+    co-occurrence graph (the graph of the +CD row; no ground truth is read); the setting with the
+    highest mean modularity is kept (``selection``), its runs are written as the ``infomap`` rule
+    writes them (``edges``, ``communities``, ``runs``) and scored on val exactly as :func:`cd_score`
+    (``merged``, ``metrics``; NaN mIoU without masks).
+    """
+    from leopart.label_free import best_setting_label_free
+
+    p = call.params
+    matrix = np.asarray(load_npy(call.input["matrix"], ndim=2, dtype_kind="f", what="co-occurrence matrix"))
+    grid = p["grid"]
+    preferred = None if p["preferred_modules"] in (None, "none") else int(p["preferred_modules"])
+    results = search_cd(matrix, None, grid["weight_thresholds"], grid["markov_times"], p["seeds"],
+                        preferred_modules=preferred, two_level=bool(p["two_level"]),
+                        num_trials=int(p["num_trials"]), behaviour=p["infomap"], env_dir=_infomap_env_dir(call))
+    write_parquet(call.output["results"], results.drop(columns="module_of"))
+    best = best_setting_label_free(results)
+    wt, mt = best["weight_threshold"], best["markov_time"]
+    write_json(call.output["selection"], {
+        "best": best, "infomap": str(p["infomap"]), "infomap_version": str(results["infomap_version"].iloc[0]),
+        "selected_by": "mean modularity (over the Infomap seeds) of the partition on the co-occurrence graph; "
+                       "no ground truth read",
+    })
+    write_parquet(call.output["edges"], edge_list(matrix, wt))
+    chosen = results[(results["weight_threshold"] == wt) & (results["markov_time"] == mt)]
+    num_nodes = matrix.shape[0]
+    write_parquet(call.output["communities"], pd.concat(
+        [pd.DataFrame({"seed": int(r.seed), "node": np.arange(num_nodes),
+                       "module": np.asarray(r.module_of, dtype=np.int32)}) for r in chosen.itertuples()],
+        ignore_index=True))
+    write_parquet(call.output["runs"], pd.DataFrame([
+        {"seed": int(r.seed), "num_modules": int(r.num_modules), "codelength": float(r.codelength),
+         "isolated_nodes": int(r.isolated_labels), "infomap_version": r.infomap_version, "infomap": r.infomap,
+         "markov_time": mt, "weight_threshold": wt, "preferred_modules": preferred if preferred is not None else -1}
+        for r in chosen.itertuples()]))
+    cd_score(StageCall(input={"communities": call.output["communities"], "runs": call.output["runs"],
+                              "labels": call.input["labels"], "gt": call.input["gt"]},
+                       output={"merged": call.output["merged"], "metrics": call.output["metrics"]},
+                       params={"num_classes": p["num_classes"], "class_names": p["class_names"],
+                               "too_many_modules": p["too_many_modules"]}))
+    log.info("label-free CD setting: weight threshold %g, markov time %g (modularity %.4f, %.1f modules)",
+             wt, mt, best["modularity"], best["num_modules"])
+    return {"selection": {}, "metrics": {"weight_threshold": wt, "markov_time": mt}}

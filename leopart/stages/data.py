@@ -6,6 +6,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from leopart.data.dataset import read_manifest, write_manifest
 from leopart.errors import LeopartError
 from leopart.io import save_npy, write_json
@@ -71,10 +73,18 @@ def manifest(call: StageCall) -> None:
     """Validate the dataset layout of one split and write its Parquet manifest (own sidecar)."""
     split = call.wildcards["split"]
     folder = call.input["dataset"]
+    extra = None
     if call.params["kind"] == "toy":
         from leopart.data.toy import toy_split_index
 
         index = toy_split_index(folder, split)
+    elif call.params["kind"] == "folder":
+        from leopart.data.folder import folder_split_index
+
+        index, record = folder_split_index(
+            dict(call.params["folder"]), split, int(call.params["num_classes"]),
+            class_names=call.params.get("class_names"), background_class=int(call.params["background_class"]))
+        extra = {"split": record}
     else:
         from leopart.data.voc import voc_split_index
 
@@ -89,22 +99,39 @@ def manifest(call: StageCall) -> None:
             f"{folder}: dataset has {index.num_classes} classes but dataset.num_classes is "
             f"{call.params['num_classes']}"
         )
-    if index.image_paths is not None:
+    if index.image_paths is not None and index.mask_paths is not None:
         from leopart.data.masks import check_image_mask_sizes
 
         for image, mask in zip(index.image_paths, index.mask_paths, strict=True):
             check_image_mask_sizes(image, mask)
-    write_manifest(call.output["manifest"], index)
+    elif index.image_paths is not None:
+        from leopart.data.masks import check_image_readable
+
+        for image in index.image_paths:
+            check_image_readable(image)
+    write_manifest(call.output["manifest"], index, extra)
     log.info("%s: %d images in split %s", folder, len(index), split)
 
 
 def ground_truth(call: StageCall) -> Sidecars:
-    """Masks of one split at evaluation resolution, ``(N, S, S)`` uint8 with 255 = ignore."""
+    """Masks of one split at evaluation resolution, ``(N, S, S)`` uint8 with 0 = background and
+    255 = ignore (``dataset.background_class`` / ``ignore_index`` remapped to them).
+
+    Without masks (a label-free folder) every pixel is 255: every score downstream is NaN, and
+    the table says that its rows need labels.
+    """
     from leopart.data.masks import ground_truth as make_gt
 
     p = call.params
     index = read_manifest(call.input["manifest"])
-    gt = make_gt(index.mask_paths, p["num_classes"], p["input_size"], p["eval_size"])
+    if index.mask_paths is None:
+        size = int(p["eval_size"])
+        save_npy(call.output["gt"], np.full((len(index), size, size), 255, dtype=np.uint8))
+        log.info("split %s has no masks: ground truth is all 255 (ignore)", call.wildcards.get("split", "?"))
+        return {"gt": {"shape": [len(index), size, size], "names_from": str(call.input["manifest"]),
+                       "masks": False}}
+    gt = make_gt(index.mask_paths, p["num_classes"], p["input_size"], p["eval_size"],
+                 background_class=int(p.get("background_class", 0)), ignore_index=int(p.get("ignore_index", 255)))
     if gt.size and (gt == 255).all():
         log.warning("split %s: every ground-truth pixel is 255 (ignore): its mIoU will be NaN, not 0",
                     call.wildcards.get("split", "?"))

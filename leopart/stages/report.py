@@ -162,13 +162,17 @@ def report_qualitative(call: StageCall) -> Sidecars:
         raise LeopartError(f"report.images: indices {bad} are past the {len(index)} val images")
     num_classes = len(p["class_names"])
     names = [index.names[i] for i in wanted]
-    gts = [load_mask(index.mask_paths[i], num_classes) for i in wanted]
+    imgs = []
     if index.image_paths is not None:
-        imgs = []
         for i in wanted:
             with Image.open(index.image_paths[i]) as im:
                 imgs.append(np.asarray(im.convert("RGB")))
-    else:
+    if index.mask_paths is not None:
+        gts = [load_mask(index.mask_paths[i], num_classes, int(p.get("background_class", 0)),
+                         int(p.get("ignore_index", 255))) for i in wanted]
+    else:  # no masks (label-free folder): an all-ignore ground-truth column
+        gts = [np.full(im.shape[:2], 255, np.uint8) for im in imgs]
+    if index.image_paths is None:
         imgs = [np.full((*g.shape, 3), 255, np.uint8) for g in gts]
     columns: dict[str, list[np.ndarray]] = {"ground truth": gts}
     for title, key in p["columns"]:

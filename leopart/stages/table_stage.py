@@ -17,17 +17,22 @@ def table5(call: StageCall) -> Sidecars:
 
     ``params``: ``labels``, ``dataset``, ``voc2012``, ``derived``, ``k_overcluster``, ``k_fg``,
     ``k_cd``, ``seeds`` (the seeds
-    of every input file) and ``cd_rows`` ([row name, input name] of every +CD variant).
+    of every input file), ``cd_rows`` / ``cbfe_rows`` ([row name, input name] of every +CD / +CBFE
+    variant) and ``has_labels`` (false without masks: every row's note says it needs labels).
     """
     p = call.params
     cd_rows = [tuple(r) for r in p["cd_rows"]]
+    cbfe_rows = [tuple(r) for r in p.get("cbfe_rows", [("+ CBFE", "cbfe")])]
+    has_labels = bool(p.get("has_labels", True))
     result = build_table(
         dict(call.input), dict(p["seeds"]), dict(p["labels"]), p["dataset"],
-        table_rows(p["k_overcluster"], p["k_fg"], p["k_cd"], cd_rows),
-        table_comparisons([name for name, _ in cd_rows]),
-        voc2012=bool(p.get("voc2012", False)),
+        table_rows(p["k_overcluster"], p["k_fg"], p["k_cd"], cd_rows, cbfe_rows),
+        table_comparisons([name for name, _ in cd_rows], [name for name, _ in cbfe_rows]),
+        voc2012=bool(p.get("voc2012", False)), has_labels=has_labels,
     )
-    if (result.table["classes"] == 0).any():
+    if not has_labels:
+        log.warning("the dataset has no masks: every row needs labels for a number (segmentations only)")
+    elif (result.table["classes"] == 0).any():
         log.warning("val ground truth has no valid pixel: mIoU is NaN (%s)", ", ".join(result.table["row"]))
     write_text(call.output["table"], result.table.to_csv(index=False, float_format="%.2f"))
     write_text(call.output["comparisons"], result.comparisons.to_csv(index=False, float_format="%.3f"))

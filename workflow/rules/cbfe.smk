@@ -32,8 +32,9 @@ cbfe_job = job_files("cbfe", "{model}_k{cbfe_k}_seed{cbfe_seed}")
 rule cbfe:
     """Cluster attention precision, train-GT threshold search, foreground masks per split."""
     input:
-        train_labels=f"{RUN_DIR}/kmeans/{{model}}/trainval_k{{cbfe_k}}_seed{{cbfe_seed}}/train_labels.npy",
-        val_labels=f"{RUN_DIR}/kmeans/{{model}}/trainval_k{{cbfe_k}}_seed{{cbfe_seed}}/val_labels.npy",
+        # a label-free CBFE seed (<s>-labelfree) thresholds the clustering of seed <s>
+        train_labels=lambda wc: kmeans_trainval_labels(wc, "train"),
+        val_labels=lambda wc: kmeans_trainval_labels(wc, "val"),
         train_attn=attn_mask_path("train"),
         val_attn=attn_mask_path("val"),
         train_gt=gt_path("train"),
@@ -54,6 +55,8 @@ rule cbfe:
         round_step=CBFE_CONFIG["round_step"],
         threshold=CBFE_CONFIG["threshold"],
         eval_size=DATASET["ground_truth"]["eval_size"],
+        label_free=lambda wc: wc.cbfe_seed.endswith(LABEL_FREE_SEED) or not HAS_MASKS,
+        has_labels=HAS_MASKS,
     script:
         "../scripts/cbfe.py"
 

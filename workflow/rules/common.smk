@@ -8,12 +8,13 @@ from pathlib import PurePosixPath
 
 from leopart.config import complete_config_with_derived
 from leopart.data.classes import TOY_CLASSES
+from leopart.data.folder import internal_class_names
 from leopart.data.voc import default_class_names
 from leopart.data.toy import DESIGN_VERSION as TOY_DESIGN_VERSION
 from leopart.errors import LeopartError
 from leopart.report import GRID_COLUMNS, TABLE_ROWS
 from leopart.cd.infomap_env import AUTHORS_VERSION
-from leopart.table import cd_row_name
+from leopart.table import LABEL_FREE, cbfe_row_name, cd_row_name
 
 
 def _sorted_keys(node):
@@ -42,8 +43,26 @@ DATASET = config["dataset"]
 #: the dataset.pvoc section; empty for the toy dataset
 PVOC_CONFIG = DATASET.get("pvoc") or {}
 NUM_CLASSES = DATASET["num_classes"]
-#: class names in label-index order (0 = background), written into every metric JSON
-CLASS_NAMES = TOY_CLASSES if DATASET["kind"] == "toy" else default_class_names(NUM_CLASSES, DATASET.get("class_names"))
+
+
+#: class names in label-index order (0 = background, dataset.background_class swapped to 0),
+#: written into every metric JSON
+def _class_names():
+    if DATASET["kind"] == "toy":
+        return TOY_CLASSES
+    if DATASET["kind"] == "folder" or DATASET["background_class"]:
+        return internal_class_names(NUM_CLASSES, DATASET.get("class_names"), DATASET["background_class"])
+    return default_class_names(NUM_CLASSES, DATASET.get("class_names"))
+
+
+CLASS_NAMES = _class_names()
+#: false for a folder without masks: a label-free run (choices without GT, rows "need labels")
+HAS_MASKS = DATASET["kind"] != "folder" or bool(DATASET["folder"].get("masks"))
+#: the label-free rows of CBFE and CD: with masks beside the paper's rows (label_free.rows);
+#: without masks the CBFE threshold itself is label-free and the label-free CD row is added
+LABEL_FREE_ROWS = config["label_free"]["rows"] or not HAS_MASKS
+#: suffix of a CBFE seed whose threshold is chosen without labels (k<K>_seed<s>-labelfree/)
+LABEL_FREE_SEED = "-labelfree"
 THREADS = config["threads"]
 SPLITS = ["train", "val"]
 ENV = "../../environment.yml"
@@ -60,7 +79,7 @@ wildcard_constraints:
     k=r"\d+",
     seed=r"\d+",
     cbfe_k=r"\d+",
-    cbfe_seed=r"\d+",
+    cbfe_seed=r"\d+(?:-labelfree)?",
     weight_threshold=r"[0-9.e-]+",
     markov_time=r"[0-9.e-]+",
     preferred_modules=r"\d+|none",
@@ -369,7 +388,39 @@ def table_layout():
         "upper_bound": [
             ({"cbfe_seed": b, "cd_seed": c}, f"{cd_dir(model, b, c)}/many_to_one.json") for b, c in clusterings
         ],
+        **label_free_layout(model, fg_k, clusterings),
     }
+
+
+def kmeans_trainval_labels(wc, split):
+    """The K=cbfe.k cluster labels a CBFE job thresholds (its seed without the label-free suffix)."""
+    seed = wc.cbfe_seed.removesuffix(LABEL_FREE_SEED)
+    return f"{RUN_DIR}/kmeans/{wc.model}/trainval_k{wc.cbfe_k}_seed{seed}/{split}_labels.npy"
+
+
+def label_free_seed(cbfe_seed):
+    """The CBFE seed of the label-free threshold: its own folder with masks, the plain one without
+    (there the +CBFE threshold is label-free itself)."""
+    return f"{cbfe_seed}{LABEL_FREE_SEED}" if HAS_MASKS else cbfe_seed
+
+
+def label_free_layout(model, fg_k, clusterings):
+    """Metric files of the label-free rows (workflow/rules/label_free.smk), {} when not reported."""
+    if not LABEL_FREE_ROWS:
+        return {}
+    layout = {
+        "cd_label_free": [
+            ({"cbfe_seed": b, "cd_seed": c}, f"{cd_dir(model, label_free_seed(b), c)}/cd_label_free/metrics.json")
+            for b, c in clusterings
+        ]
+    }
+    if HAS_MASKS:
+        layout["cbfe_label_free"] = [
+            ({"cbfe_seed": b, "kmeans_seed": s}, f"{fg_kmeans_dir(model, label_free_seed(b), fg_k, s)}/hungarian.json")
+            for b in CBFE_SEEDS
+            for s in FG_CLUSTERING_CONFIG["seeds"]
+        ]
+    return layout
 
 
 #: [row name, input name] of every +CD row of the table: the paper's, and with
@@ -377,6 +428,12 @@ def table_layout():
 CD_ROWS = [[cd_row_name(), "cd"]] + (
     [[cd_row_name(f"infomap {OTHER_INFOMAP_BEHAVIOUR}"), "cd_other_infomap"]] if COMPARE_INFOMAP_SEEDS else []
 )
+#: [row name, input name] of every +CBFE row (the label-free threshold beside the paper's)
+CBFE_ROWS = [[cbfe_row_name() if HAS_MASKS else cbfe_row_name(LABEL_FREE), "cbfe"]]
+if LABEL_FREE_ROWS and HAS_MASKS:
+    CBFE_ROWS.append([cbfe_row_name(LABEL_FREE), "cbfe_label_free"])
+if LABEL_FREE_ROWS:
+    CD_ROWS.append([cd_row_name(LABEL_FREE), "cd_label_free"])
 
 
 def table_inputs():
@@ -414,6 +471,16 @@ SEGMENTATION_ROWS = {
 }
 SEGMENTATION_ROWS["cd"] = {"labels": _beside(_CD_METRICS, "val_merged.npy"), "metrics": _CD_METRICS}
 SEGMENTATION_ROWS["cbfe_foreground"] = {"labels": _beside(_CBFE_METRICS, "val_fg.npy", up=1)}
+if LABEL_FREE_ROWS:
+    _CD_LF_METRICS = _first(_TABLE_INPUTS["cd_label_free"])
+    SEGMENTATION_ROWS["cd_label_free"] = {
+        "labels": _beside(_CD_LF_METRICS, "val_merged.npy"),
+        "metrics": _CD_LF_METRICS,
+    }
+if not HAS_MASKS:
+    # no ground truth, no matching: the PNGs hold cluster / community ids
+    for _row in SEGMENTATION_ROWS.values():
+        _row.pop("metrics", None)
 
 
 def segmentation_dir(row):

@@ -24,6 +24,9 @@ if DATASET["kind"] == "toy":
 
     DATASET_DIR = f"{RUN_DIR}/dataset/toy"
 
+elif DATASET["kind"] == "folder":
+    DATASET_DIR = DATASET["folder"]["images"]
+
 else:
     PVOC = DATASET["pvoc"]
     if PVOC.get("folder"):
@@ -78,6 +81,7 @@ checkpoint manifest:
     sharded feature extraction reads the number of images from it)."""
     input:
         dataset=DATASET_DIR,
+        masks=(DATASET.get("folder") or {}).get("masks") or [],
     output:
         manifest=f"{RUN_DIR}/dataset/{{split}}.parquet",
     log:
@@ -93,6 +97,8 @@ checkpoint manifest:
         class_names=DATASET["class_names"],
         train_masks=PVOC_CONFIG.get("train_masks"),
         voc2012=PVOC_CONFIG.get("voc2012"),
+        folder=DATASET.get("folder"),
+        background_class=DATASET["background_class"],
         require_images=lambda wc: any(not is_imported(m) for m in set(ROW_MODELS.values())) or not USE_ATTENTION_FILES,
     script:
         "../scripts/manifest.py"
@@ -118,5 +124,7 @@ rule ground_truth:
         num_classes=NUM_CLASSES,
         input_size=DATASET["ground_truth"]["input_size"],
         eval_size=DATASET["ground_truth"]["eval_size"],
+        background_class=DATASET["background_class"],
+        ignore_index=DATASET["ignore_index"],
     script:
         "../scripts/ground_truth.py"

@@ -151,6 +151,11 @@ rule attention_masks:
 import_attention_masks_job = job_files("import_attention_masks", "{split}")
 
 
+# attention/files/ is the imported masks' folder, never a model's (several CBFE jobs requesting
+# it, e.g. a label-free seed beside the paper's, would otherwise find both rules)
+ruleorder: import_attention_masks > attention_masks
+
+
 rule import_attention_masks:
     """The authors' attn_dino_{train,val}.pt (or .npy) as (N, h, w) uint8."""
     input:

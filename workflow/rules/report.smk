@@ -105,6 +105,8 @@ rule report_qualitative:
         columns=GRID_COLUMNS,
         foreground=["cbfe_foreground"],
         class_names=CLASS_NAMES,
+        background_class=DATASET["background_class"],
+        ignore_index=DATASET["ignore_index"],
     script:
         "../scripts/report_qualitative.py"
 

@@ -28,6 +28,8 @@ rule table5:
         k_cd=CD_CONFIG["k"],
         seeds=table_seeds(),
         cd_rows=CD_ROWS,
+        cbfe_rows=CBFE_ROWS,
+        has_labels=HAS_MASKS,
     script:
         "../scripts/table5.py"
 
