@@ -27,7 +27,7 @@ rule cd_label_free:
         cd_label_free_job.benchmark
     conda:
         ENV
-    threads: THREADS
+    threads: 1  # single-threaded BLAS/faiss by design: bytes independent of --cores (leopart.numerics)
     params:
         grid=CD_CONFIG["search"],
         seeds=CD_CONFIG["seeds"],
