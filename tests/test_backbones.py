@@ -256,6 +256,11 @@ def test_embeddings_only_model_needs_no_arch_or_weights(tmp_path: Path) -> None:
     assert done["models"]["mine"]["embeddings"]["reduced"] is False
 
 
+def test_building_an_embeddings_only_model_is_a_clear_error() -> None:
+    with pytest.raises(LeopartError, match=r"^model 'mine' has embeddings only \(no arch/weights\)"):
+        build_model({"label": "mine", "embeddings": {"train": "t.npy", "val": "v.npy"}}, None)
+
+
 def test_model_without_arch_or_embeddings_is_refused_naming_the_key() -> None:
     cfg = mini_config()
     cfg["models"]["mine"] = {"weights": {"source": "random"}}

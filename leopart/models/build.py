@@ -57,6 +57,9 @@ def build_model(entry: Mapping[str, Any], weights_path: str | None) -> nn.Module
 
     ``entry["custom"]`` is the shape of an ``arch: custom`` ViT, or, for a timm name, overrides of
     the named shape (e.g. a smaller ViT of the DINOv2-with-registers family)."""
+    if entry.get("arch") is None or entry.get("weights") is None:
+        raise LeopartError(f"model {entry.get('label', '?')!r} has embeddings only (no arch/weights): "
+                           "there is no backbone to build")
     arch: dict[str, Any] = {"arch": entry["arch"]}
     custom = entry.get("custom") or {}  # the shape of `custom`, or overrides of a timm name's
     arch.update({k: custom.get(k) for k in CUSTOM_KEYS})
