@@ -132,13 +132,18 @@ def measure(name: str, fn: Callable[[], None]) -> tuple[float, float, float]:
     return seconds, cpu, rss_mib
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def stage_bench_parser(description: str) -> argparse.ArgumentParser:
+    """Options shared by the stage benchmarks (this one and bench_robust.py)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--workdir", type=Path, default=None, help="keep inputs/artefacts here")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reuse-inputs", action="store_true",
                         help="reuse inputs already built in --workdir (they are deterministic)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = stage_bench_parser(__doc__.splitlines()[0]).parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_eval_"))
     work.mkdir(parents=True, exist_ok=True)
 

@@ -16,7 +16,6 @@ peak_rss_mib=<MiB> stages=<count>``. Usage: ``make bench-robust`` or ``python be
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_eval import KMEANS, build_inputs, input_paths, measure  # noqa: E402
+from bench_eval import KMEANS, build_inputs, input_paths, measure, stage_bench_parser  # noqa: E402
 
 from leopart.stages.runner import StageCall  # noqa: E402
 from leopart.table import build_table, table_comparisons, table_rows  # noqa: E402
@@ -130,11 +129,7 @@ def plan(work: Path, inputs: dict[str, Any], cbfe_seeds: list[int], cd_seeds: li
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=None, help="keep inputs/artefacts here")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--reuse-inputs", action="store_true",
-                        help="reuse inputs already built in --workdir (they are deterministic)")
+    parser = stage_bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--cbfe-seeds", type=int, default=5, help="K=200 clusterings (cbfe.seeds 0..N-1)")
     parser.add_argument("--cd-seeds", type=int, default=5, help="K=149 clusterings per CBFE clustering")
     args = parser.parse_args()
