@@ -83,5 +83,6 @@ def test_folder_with_and_without_masks_runs_end_to_end(workdir: Path) -> None:  
     for row in ("dino", "cbfe", "cd", "cd_label_free", "cbfe_foreground"):
         seg = json.loads((out / "segmentations" / row / "segmentation.json").read_text())
         assert seg["images"] == 7 and seg["mapping"] is None  # cluster / community ids, no matching
+    assert pd.read_csv(out / "report" / "per_class_iou.csv").empty  # no per-class IoU without labels
     for figure in ("table5.png", "qualitative.png", "cbfe.png", "cd_graph.png"):
         assert (out / "report" / figure).stat().st_size > 1000

@@ -59,10 +59,16 @@ def table_figure(
     def fmt(v: object) -> str:
         return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{float(v):.1f}"
 
-    cells = [[str(r["row"]), str(r["method"]), str(r["model"]), f"{fmt(r['miou'])} ± {fmt(r['std'])}",
+    def score(r: pd.Series) -> str:
+        note = r.get("note")
+        if isinstance(note, str) and note.startswith("needs labels"):
+            return "needs labels"
+        return f"{fmt(r['miou'])} ± {fmt(r['std'])}"
+
+    cells = [[str(r["row"]), str(r["method"]), str(r["model"]), score(r),
               str(int(r["n"])), fmt(r.get("paper"))] for _, r in table.iterrows()]
     tab = ax.table(cellText=cells, colLabels=["row", "method", "model", "mIoU ± std (%)", "n", "paper (%)"],
-                   loc="center", cellLoc="left", colWidths=[0.09, 0.36, 0.3, 0.12, 0.04, 0.09])
+                   loc="center", cellLoc="left", colWidths=[0.14, 0.34, 0.27, 0.12, 0.04, 0.09])
     tab.auto_set_font_size(False)
     tab.set_fontsize(9)
     tab.scale(1, 1.4)

@@ -138,8 +138,9 @@ def report_table(call: StageCall) -> Sidecars:
                                    "n": len(records)}))
     save_figure(figures.table_figure(table, per_class, class_names), call.output["figure"])
     write_text(call.output["table"], table.to_csv(index=False, float_format="%.2f"))
-    write_text(call.output["per_class"], pd.concat(lines, ignore_index=True).to_csv(index=False,
-                                                                                      float_format="%.2f"))
+    per_class_table = (pd.concat(lines, ignore_index=True) if lines
+                       else pd.DataFrame(columns=["row", "class", "iou", "iou_std", "n"]))
+    write_text(call.output["per_class"], per_class_table.to_csv(index=False, float_format="%.2f"))
     return {}
 
 
