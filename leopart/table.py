@@ -89,6 +89,11 @@ def cbfe_row_name(variant: str | None = None) -> str:
     return "+ CBFE" if variant is None else f"+ CBFE ({variant})"
 
 
+def _paper_row(row: str, paper_row: str) -> str | None:
+    """The paper's row a variant reproduces; none for a label-free row (the paper chose with labels)."""
+    return None if row.endswith(f"({LABEL_FREE})") else paper_row
+
+
 def _chosen(row: str, how: str) -> str:
     """Method text of a label-free row: how its choice was made (label-free rows only)."""
     return f" ({how}, no labels)" if row.endswith(f"({LABEL_FREE})") else ""
@@ -104,9 +109,10 @@ def table_rows(k_overcluster: int, k_fg: int, k_cd: int, cd_rows: Sequence[tuple
         RowSpec("+ Leopart", "leopart", f"k-means K={k_overcluster}, Hungarian", ("kmeans_seed",)),
     ]
     rows += [RowSpec(name, inp, f"CBFE{_chosen(name, 'Otsu threshold')} + fg k-means K={k_fg}+1 bg, Hungarian",
-                     ("cbfe_seed", "kmeans_seed"), paper_row="+ CBFE") for name, inp in cbfe_rows]
+                     ("cbfe_seed", "kmeans_seed"), paper_row=_paper_row(name, "+ CBFE")) for name, inp in cbfe_rows]
     rows += [RowSpec(name, inp, f"K={k_cd}+1 co-occurrence + Infomap{_chosen(name, 'modularity setting')}, Hungarian",
-                     ("cbfe_seed", "cd_seed", "infomap_seed"), paper_row="+ CD") for name, inp in cd_rows]
+                     ("cbfe_seed", "cd_seed", "infomap_seed"), paper_row=_paper_row(name, "+ CD"))
+             for name, inp in cd_rows]
     rows.append(RowSpec("upper bound", "upper_bound", f"K={k_cd + 1} many-to-one with GT", ("cbfe_seed", "cd_seed")))
     return rows
 
@@ -271,7 +277,7 @@ def build_table(
             "row": spec.row, "method": spec.method, "model": labels[spec.model],
             "miou": round(stats["mean"], 2), "std": round(stats["std"], 2), "n": stats["n"],
             "classes": classes,
-            "paper": PAPER_TABLE5[paper_row] if dataset == "pvoc" and voc2012 else float("nan"),
+            "paper": PAPER_TABLE5.get(paper_row, float("nan")) if dataset == "pvoc" and voc2012 else float("nan"),
             "source": _source(paths),
             "note": NEEDS_LABELS_NOTE if not has_labels else ALL_IGNORE_NOTE if classes == 0 else "",
             "seeds": " × ".join(f"{lv} {stats['counts'][lv]}" for lv in spec.levels),

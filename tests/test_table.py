@@ -198,3 +198,36 @@ def test_other_infomap_row_is_paired_with_cd_on_the_same_graphs(metric_files: tu
     row = comps.loc["+ CD (infomap authors) vs + CD"]
     assert row["n_pairs"] == 2
     assert row["mean_diff"] == pytest.approx(-12.0)
+
+
+def test_label_free_rows_beside_the_paper_rows_and_without_labels(metric_files: tuple[dict, dict],
+                                                                   tmp_path: Path) -> None:
+    """+ CBFE (label-free) on the same 2 k-means seeds (28, 30 vs the paper row's 30, 34): paired
+    difference -2 and -4 (mean -3); label-free rows have no paper value (the paper chose with
+    labels). Without masks every row says it needs labels."""
+    from leopart.table import NEEDS_LABELS_NOTE
+
+    inputs, seeds = metric_files
+    lf = [_write(tmp_path / f"cbfe/b0-lf/fg{s}/hungarian.json", {"miou": v}) for s, v in enumerate([28.0, 30.0])]
+    inputs = {**inputs, "cbfe_label_free": lf, "cd_label_free": inputs["cd"]}
+    seeds = {**seeds, "cbfe_label_free": list(seeds["cbfe"]), "cd_label_free": list(seeds["cd"])}
+    cbfe_rows = [("+ CBFE", "cbfe"), ("+ CBFE (label-free)", "cbfe_label_free")]
+    cd_rows = [("+ CD", "cd"), ("+ CD (label-free)", "cd_label_free")]
+    result = build_table(inputs, seeds, {"dino": "D", "leopart": "L"}, "pvoc",
+                         table_rows(7, 6, 29, cd_rows, cbfe_rows),
+                         table_comparisons([r for r, _ in cd_rows], [r for r, _ in cbfe_rows]), voc2012=True)
+    t = result.table.set_index("row")
+    assert list(t.index) == ["DINO", "+ Leopart", "+ CBFE", "+ CBFE (label-free)", "+ CD", "+ CD (label-free)",
+                             "upper bound"]
+    assert t.loc["+ CBFE (label-free)", "miou"] == 29.0 and "Otsu" in t.loc["+ CBFE (label-free)", "method"]
+    assert t.loc["+ CBFE", "paper"] == 36.6 and math.isnan(t.loc["+ CBFE (label-free)", "paper"])
+    assert math.isnan(t.loc["+ CD (label-free)", "paper"]) and t.loc["+ CD", "paper"] == 41.7
+    comp = result.comparisons.set_index("comparison").loc["+ CBFE (label-free) vs + CBFE"]
+    assert comp["n_pairs"] == 2 and comp["mean_diff"] == pytest.approx(-3.0)
+
+    # no masks: the +CBFE row is the label-free one, and every row needs labels
+    no_masks = build_table(inputs, seeds, {"dino": "D", "leopart": "L"}, "toy",
+                           table_rows(7, 6, 29, cd_rows, [("+ CBFE (label-free)", "cbfe")]),
+                           table_comparisons([r for r, _ in cd_rows], ["+ CBFE (label-free)"]), has_labels=False)
+    assert (no_masks.table["note"] == NEEDS_LABELS_NOTE).all()
+    assert "+ CBFE (label-free) vs + Leopart" in set(no_masks.comparisons["comparison"])
