@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -84,5 +86,10 @@ def test_folder_with_and_without_masks_runs_end_to_end(workdir: Path) -> None:  
         seg = json.loads((out / "segmentations" / row / "segmentation.json").read_text())
         assert seg["images"] == 7 and seg["mapping"] is None  # cluster / community ids, no matching
     assert pd.read_csv(out / "report" / "per_class_iou.csv").empty  # no per-class IoU without labels
+    # every artefact matches its provenance (cd_label_free writes two JSON files)
+    for run in ("folder-masks", "folder-nomasks"):
+        audit = subprocess.run([sys.executable, "-m", "leopart", "audit", f"results/{run}"], cwd=workdir,
+                               capture_output=True, text=True)
+        assert audit.returncode == 0 and "audit passed" in audit.stdout, audit.stdout[-2000:]
     for figure in ("table5.png", "qualitative.png", "cbfe.png", "cd_graph.png"):
         assert (out / "report" / figure).stat().st_size > 1000

@@ -204,4 +204,7 @@ def cd_label_free(call: StageCall) -> Sidecars:
                                "too_many_modules": p["too_many_modules"]}))
     log.info("label-free CD setting: weight threshold %g, markov time %g (modularity %.4f, %.1f modules)",
              wt, mt, best["modularity"], best["num_modules"])
-    return {"selection": {}, "metrics": {"weight_threshold": wt, "markov_time": mt}}
+    # one JSON output carries the job's provenance (it checksums selection.json and every other
+    # output as final); a second JSON record would checksum this one before its record was added
+    return {"metrics": {"weight_threshold": wt, "markov_time": mt,
+                        "selection": str(call.output["selection"])}}
