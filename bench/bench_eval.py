@@ -132,6 +132,18 @@ def measure(name: str, fn: Callable[[], None]) -> tuple[float, float, float]:
     return seconds, cpu, rss_mib
 
 
+def reuse_or_build_inputs(work: Path, reuse: bool) -> dict[str, Any]:
+    """The inputs under ``work``: reused when ``reuse`` and all present, else built (not counted)."""
+    t0 = time.perf_counter()
+    paths = input_paths(work)
+    if reuse and all(p.is_file() for split in paths.values() for p in split.values()):
+        print(f"reusing inputs under {work}", flush=True)
+        return paths
+    inputs = build_inputs(work)
+    print(f"inputs built in {time.perf_counter() - t0:.1f} s under {work} (not counted)", flush=True)
+    return inputs
+
+
 def stage_bench_parser(description: str) -> argparse.ArgumentParser:
     """Options shared by the stage benchmarks (this one and bench_robust.py)."""
     parser = argparse.ArgumentParser(description=description)
@@ -158,14 +170,7 @@ def main() -> None:
 
     logging.getLogger().setLevel(logging.WARNING)
     set_threads(args.threads)
-    t0 = time.perf_counter()
-    paths = input_paths(work)
-    if args.reuse_inputs and all(p.is_file() for split in paths.values() for p in split.values()):
-        inputs = paths
-        print(f"reusing inputs under {work}", flush=True)
-    else:
-        inputs = build_inputs(work)
-        print(f"inputs built in {time.perf_counter() - t0:.1f} s under {work} (not counted)", flush=True)
+    inputs = reuse_or_build_inputs(work, args.reuse_inputs)
     tr, va = inputs["train"], inputs["val"]
     d = work / "out"
     pca_cfg = {"dim": 50, "max_points_per_d": 1000, "seed": 1234}

@@ -20,7 +20,6 @@ import logging
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_eval import KMEANS, build_inputs, input_paths, measure, stage_bench_parser  # noqa: E402
+from bench_eval import KMEANS, measure, reuse_or_build_inputs, stage_bench_parser  # noqa: E402
 
 from leopart.stages.runner import StageCall  # noqa: E402
 from leopart.table import build_table, table_comparisons, table_rows  # noqa: E402
@@ -141,14 +140,7 @@ def main() -> None:
     setup_logging(None)
     logging.getLogger().setLevel(logging.WARNING)
     set_threads(args.threads)
-    paths = input_paths(work)
-    t0 = time.perf_counter()
-    if args.reuse_inputs and all(p.is_file() for split in paths.values() for p in split.values()):
-        inputs = paths
-        print(f"reusing inputs under {work}", flush=True)
-    else:
-        inputs = build_inputs(work)
-        print(f"inputs built in {time.perf_counter() - t0:.1f} s under {work} (not counted)", flush=True)
+    inputs = reuse_or_build_inputs(work, args.reuse_inputs)
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     stages, files, seeds = plan(work, inputs, list(range(args.cbfe_seeds)), list(range(args.cd_seeds)))
     total, cpu_total, peak = 0.0, 0.0, 0.0
