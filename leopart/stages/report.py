@@ -154,7 +154,8 @@ def _read_ids(folder: str, name: str) -> np.ndarray:
 
 
 def report_qualitative(call: StageCall) -> Sidecars:
-    """Image | ground truth | every row's segmentation, for the val images of report.images."""
+    """Image | ground truth (when the dataset has masks) | every row's segmentation, for the val
+    images of report.images."""
     p = call.params
     index = read_manifest(call.input["manifest"])
     wanted = [int(i) for i in p["images"]]
@@ -168,15 +169,18 @@ def report_qualitative(call: StageCall) -> Sidecars:
         for i in wanted:
             with Image.open(index.image_paths[i]) as im:
                 imgs.append(np.asarray(im.convert("RGB")))
+    columns: dict[str, list[np.ndarray]] = {}
     if index.mask_paths is not None:
         gts = [load_mask(index.mask_paths[i], num_classes, int(p.get("background_class", 0)),
                          int(p.get("ignore_index", 255))) for i in wanted]
-    else:  # no masks (label-free folder): an all-ignore ground-truth column
-        gts = [np.full(im.shape[:2], 255, np.uint8) for im in imgs]
-    if index.image_paths is None:
-        imgs = [np.full((*g.shape, 3), 255, np.uint8) for g in gts]
-    columns: dict[str, list[np.ndarray]] = {"ground truth": gts}
+        columns["ground truth"] = gts
+        if index.image_paths is None:
+            imgs = [np.full((*g.shape, 3), 255, np.uint8) for g in gts]
     for title, key in p["columns"]:
+        if index.mask_paths is None and key == "upper_bound":
+            # no masks (label-free folder): no ground-truth column, and the upper bound's
+            # many-to-one matching is impossible, so its column shows the K=cd.k clusters as they are
+            title = "overclustering (unmatched)"
         columns[title] = [_read_ids(call.input[key], n) for n in names]
     fg_cols = [title for title, key in p["columns"] if key in p.get("foreground", [])]
     fig = figures.qualitative_grid(imgs, names, columns, list(p["class_names"]), foreground_columns=fg_cols)
