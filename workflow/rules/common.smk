@@ -481,6 +481,12 @@ if not HAS_MASKS:
     # no ground truth, no matching: the PNGs hold cluster / community ids
     for _row in SEGMENTATION_ROWS.values():
         _row.pop("metrics", None)
+#: [column title, segmentation row] of the report's qualitative grid: GRID_COLUMNS, and the
+#: label-free +CD row before the upper bound when it is reported
+QUALITATIVE_COLUMNS = [c for c in GRID_COLUMNS if c[1] != "upper_bound"]
+if "cd_label_free" in SEGMENTATION_ROWS:
+    QUALITATIVE_COLUMNS.append(["+CD (label-free)", "cd_label_free"])
+QUALITATIVE_COLUMNS.extend(c for c in GRID_COLUMNS if c[1] == "upper_bound")
 
 
 def segmentation_dir(row):

@@ -87,7 +87,7 @@ report_qualitative_job = job_files("report_qualitative", "grid")
 rule report_qualitative:
     """Image | ground truth | every row's segmentation for the val images of report.images."""
     input:
-        **{row: segmentation_dir(row) for _, row in GRID_COLUMNS},
+        **{row: segmentation_dir(row) for _, row in QUALITATIVE_COLUMNS},
         manifest=manifest_path("val"),
     output:
         figure=report(
@@ -105,7 +105,7 @@ rule report_qualitative:
     threads: 1
     params:
         images=REPORT_CONFIG["images"],
-        columns=GRID_COLUMNS,
+        columns=QUALITATIVE_COLUMNS,
         foreground=["cbfe_foreground"],
         # without masks the PNGs hold cluster / community ids, named as such in the legend
         class_names=CLASS_NAMES if HAS_MASKS else [f"id {i}" for i in range(255)],
