@@ -19,6 +19,9 @@ GRID_COLUMNS: list[list[str]] = [
     ["upper bound", "upper_bound"],
 ]
 
+#: the grid column of the label-free +CD row, placed before the upper bound when that row is reported
+LABEL_FREE_GRID_COLUMN: list[str] = ["+CD (label-free)", "cd_label_free"]
+
 #: [Table 5 row, metric input name of workflow/rules/common.smk:table_inputs] of the rows that get
 #: per-class IoU bars
 TABLE_ROWS: list[list[str]] = [

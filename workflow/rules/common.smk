@@ -12,7 +12,7 @@ from leopart.data.folder import internal_class_names
 from leopart.data.voc import default_class_names
 from leopart.data.toy import DESIGN_VERSION as TOY_DESIGN_VERSION
 from leopart.errors import LeopartError
-from leopart.report import GRID_COLUMNS, TABLE_ROWS
+from leopart.report import GRID_COLUMNS, LABEL_FREE_GRID_COLUMN, TABLE_ROWS
 from leopart.cd.infomap_env import AUTHORS_VERSION
 from leopart.table import LABEL_FREE, cbfe_row_name, cd_row_name
 
@@ -485,7 +485,7 @@ if not HAS_MASKS:
 #: label-free +CD row before the upper bound when it is reported
 QUALITATIVE_COLUMNS = [c for c in GRID_COLUMNS if c[1] != "upper_bound"]
 if "cd_label_free" in SEGMENTATION_ROWS:
-    QUALITATIVE_COLUMNS.append(["+CD (label-free)", "cd_label_free"])
+    QUALITATIVE_COLUMNS.append(LABEL_FREE_GRID_COLUMN)
 QUALITATIVE_COLUMNS.extend(c for c in GRID_COLUMNS if c[1] == "upper_bound")
 
 
