@@ -168,6 +168,7 @@ def _pvoc_mask_only_config(tmp_path: Path, voc_masks_dir: Path, infomap_envs: Pa
     cfg["cd"]["seeds"] = [0, 1, 2]
     cfg["cd"]["infomap_envs"] = str(infomap_envs)
     cfg["threads"] = 2
+    cfg["label_free"] = {"rows": False}  # the paper's rows (the label-free ones: tests/test_workflow_folder.py)
     del cfg["training"]
     path = tmp_path / "pvoc-maskonly.yaml"
     path.write_text(yaml.safe_dump(cfg))
