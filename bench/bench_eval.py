@@ -154,23 +154,30 @@ def stage_bench_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def start_stage_bench(args: argparse.Namespace, prefix: str) -> tuple[Path, dict[str, Any]]:
+    """Work folder (``--workdir`` or a new temporary one), warnings-only logging, ``--threads``
+    and the inputs (:func:`reuse_or_build_inputs`) of a stage benchmark."""
+    import logging
+
+    from leopart.stages.runner import set_threads, setup_logging
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    setup_logging(None)
+    logging.getLogger().setLevel(logging.WARNING)
+    set_threads(args.threads)
+    return work, reuse_or_build_inputs(work, args.reuse_inputs)
+
+
 def main() -> None:
     args = stage_bench_parser(__doc__.splitlines()[0]).parse_args()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_eval_"))
-    work.mkdir(parents=True, exist_ok=True)
 
     from leopart.stages.cbfe_stage import cbfe
     from leopart.stages.cd_stage import cd_edges, cd_score, cooccurrence, infomap
     from leopart.stages.clustering import fg_kmeans, kmeans_trainval, overcluster_kmeans, score_labels
     from leopart.stages.features import pca
-    from leopart.stages.runner import set_threads, setup_logging
 
-    setup_logging(None)
-    import logging
-
-    logging.getLogger().setLevel(logging.WARNING)
-    set_threads(args.threads)
-    inputs = reuse_or_build_inputs(work, args.reuse_inputs)
+    work, inputs = start_stage_bench(args, "bench_eval_")
     tr, va = inputs["train"], inputs["val"]
     d = work / "out"
     pca_cfg = {"dim": 50, "max_points_per_d": 1000, "seed": 1234}

@@ -16,10 +16,8 @@ peak_rss_mib=<MiB> stages=<count>``. Usage: ``make bench-robust`` or ``python be
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_eval import KMEANS, measure, reuse_or_build_inputs, stage_bench_parser  # noqa: E402
+from bench_eval import KMEANS, measure, stage_bench_parser, start_stage_bench  # noqa: E402
 
 from leopart.stages.runner import StageCall  # noqa: E402
 from leopart.table import build_table, table_comparisons, table_rows  # noqa: E402
@@ -132,15 +130,7 @@ def main() -> None:
     parser.add_argument("--cbfe-seeds", type=int, default=5, help="K=200 clusterings (cbfe.seeds 0..N-1)")
     parser.add_argument("--cd-seeds", type=int, default=5, help="K=149 clusterings per CBFE clustering")
     args = parser.parse_args()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_robust_"))
-    work.mkdir(parents=True, exist_ok=True)
-
-    from leopart.stages.runner import set_threads, setup_logging
-
-    setup_logging(None)
-    logging.getLogger().setLevel(logging.WARNING)
-    set_threads(args.threads)
-    inputs = reuse_or_build_inputs(work, args.reuse_inputs)
+    work, inputs = start_stage_bench(args, "bench_robust_")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     stages, files, seeds = plan(work, inputs, list(range(args.cbfe_seeds)), list(range(args.cd_seeds)))
     total, cpu_total, peak = 0.0, 0.0, 0.0

@@ -89,14 +89,19 @@ def cbfe_row_name(variant: str | None = None) -> str:
     return "+ CBFE" if variant is None else f"+ CBFE ({variant})"
 
 
+def _is_label_free(row: str) -> bool:
+    """Whether a row's choices were made without labels (its name ends in ``(label-free)``)."""
+    return row.endswith(f"({LABEL_FREE})")
+
+
 def _paper_row(row: str, paper_row: str) -> str | None:
     """The paper's row a variant reproduces; none for a label-free row (the paper chose with labels)."""
-    return None if row.endswith(f"({LABEL_FREE})") else paper_row
+    return None if _is_label_free(row) else paper_row
 
 
 def _chosen(row: str, how: str) -> str:
     """Method text of a label-free row: how its choice was made (label-free rows only)."""
-    return f" ({how}, no labels)" if row.endswith(f"({LABEL_FREE})") else ""
+    return f" ({how}, no labels)" if _is_label_free(row) else ""
 
 
 def table_rows(k_overcluster: int, k_fg: int, k_cd: int, cd_rows: Sequence[tuple[str, str]] = (("+ CD", "cd"),),

@@ -31,15 +31,10 @@ import numpy as np
 
 from leopart.data.classes import IGNORE_LABEL
 from leopart.data.dataset import SplitIndex
+from leopart.data.voc import image_extensions
 from leopart.errors import LeopartError
 
 __all__ = ["folder_split_index", "index_folder", "internal_class_names", "random_split", "remap_mask"]
-
-
-def _image_extensions() -> frozenset[str]:
-    from leopart.data.voc import _image_extensions as exts
-
-    return exts()
 
 
 def index_folder(folder: str | Path, what: str = "image") -> dict[str, Path]:
@@ -51,7 +46,7 @@ def index_folder(folder: str | Path, what: str = "image") -> dict[str, Path]:
     base = Path(folder)
     if not base.is_dir():
         raise LeopartError(f"{base}: {what} folder is missing")
-    exts = _image_extensions()
+    exts = image_extensions()
     by_stem: dict[str, Path] = {}
     for entry in sorted(os.listdir(base)):
         stem, dot, ext = entry.rpartition(".")

@@ -37,6 +37,17 @@ def _open_image(path: Path, what: str) -> Image.Image:
     return img
 
 
+def _header_size(path: Path, what: str) -> tuple[int, int]:
+    """``(width, height)`` of an image from its header, every failure a one-line LeopartError."""
+    if not path.is_file():
+        raise LeopartError(f"{path}: {what} file is missing")
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise LeopartError(f"{path}: cannot read {what} ({type(exc).__name__}: {exc})") from None
+
+
 def load_mask(path: str | Path, num_classes: int, background_class: int = 0,
               ignore_index: int = IGNORE_LABEL) -> np.ndarray:
     """Load a class-index mask, validate its labels and bring them to the pipeline's convention.
@@ -115,15 +126,7 @@ def check_image_mask_sizes(image_path: str | Path, mask_path: str | Path) -> tup
     Raises:
         LeopartError: a file is missing/unreadable, or the sizes differ (names both files).
     """
-    sizes = []
-    for p, what in ((Path(image_path), "image"), (Path(mask_path), "mask")):
-        if not p.is_file():
-            raise LeopartError(f"{p}: {what} file is missing")
-        try:
-            with Image.open(p) as img:
-                sizes.append(img.size)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise LeopartError(f"{p}: cannot read {what} ({type(exc).__name__}: {exc})") from None
+    sizes = [_header_size(Path(image_path), "image"), _header_size(Path(mask_path), "mask")]
     if sizes[0] != sizes[1]:
         raise LeopartError(f"{mask_path}: mask size {sizes[1][0]}x{sizes[1][1]} differs from image {image_path} "
                            f"size {sizes[0][0]}x{sizes[0][1]}")
@@ -139,11 +142,4 @@ def check_image_readable(image_path: str | Path) -> tuple[int, int]:
     Raises:
         LeopartError: the file is missing or unreadable (names it).
     """
-    p = Path(image_path)
-    if not p.is_file():
-        raise LeopartError(f"{p}: image file is missing")
-    try:
-        with Image.open(p) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise LeopartError(f"{p}: cannot read image ({type(exc).__name__}: {exc})") from None
+    return _header_size(Path(image_path), "image")

@@ -103,7 +103,7 @@ def default_class_names(num_classes: int, class_names: list[str] | None = None) 
     return ["background"] + [f"class {i}" for i in range(1, num_classes)]
 
 
-def _image_extensions() -> frozenset[str]:
+def image_extensions() -> frozenset[str]:
     """Lower-case file extensions PIL can open (``.jpg``, ``.png``, ``.tif``, …)."""
     from PIL import Image
 
@@ -119,7 +119,7 @@ def find_images(folder: Path, names: list[str]) -> tuple[list[Path | None], list
         ``(paths, ambiguous)``: ``paths[i]`` is ``None`` when no image has stem ``names[i]``;
         ``ambiguous`` lists names with several images (``a.jpg`` and ``a.png``), an error for the caller.
     """
-    exts = _image_extensions()
+    exts = image_extensions()
     by_stem: dict[str, list[str]] = {}
     for entry in (os.listdir(folder) if folder.is_dir() else []):
         stem, dot, ext = entry.rpartition(".")

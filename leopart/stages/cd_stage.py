@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -82,18 +84,26 @@ def infomap(call: StageCall) -> None:
             for seed in seeds]
     results = run_infomap_runs([edges], num_nodes, runs, behaviour=call.params["infomap"],
                                env_dir=_infomap_env_dir(call))
-    rows, stats = [], []
+    runs_out = []
     for seed, res in zip(seeds, results, strict=True):
-        rows.append(pd.DataFrame({"seed": seed, "node": np.arange(num_nodes),
-                                  "module": res.module_of.astype(np.int32)}))
-        stats.append({"seed": seed, "num_modules": int(res.num_modules),
-                      "codelength": float(res.codelength), "isolated_nodes": len(res.isolated),
-                      "infomap_version": res.version, "infomap": res.behaviour, "markov_time": markov_time,
-                      "preferred_modules": preferred_modules if preferred_modules is not None else -1})
+        runs_out.append((seed, res.module_of, {
+            "num_modules": int(res.num_modules), "codelength": float(res.codelength),
+            "isolated_nodes": len(res.isolated), "infomap_version": res.version, "infomap": res.behaviour,
+            "markov_time": markov_time,
+            "preferred_modules": preferred_modules if preferred_modules is not None else -1}))
         log.info("seed %d: %d modules, %d isolated labels, codelength %.4f (infomap %s, %s)",
                  seed, res.num_modules, len(res.isolated), res.codelength, res.version, res.behaviour)
-    write_parquet(call.output["communities"], pd.concat(rows, ignore_index=True))
-    write_parquet(call.output["runs"], pd.DataFrame(stats))
+    write_infomap_runs(call.output, runs_out)
+
+
+def write_infomap_runs(output: Mapping[str, str], runs: Sequence[tuple[int, np.ndarray, dict[str, Any]]]) -> None:
+    """The two Infomap artefacts of a +CD row from ``(seed, module_of (L,), statistics)`` per run:
+    ``communities`` (seed, node, module int32) and ``runs`` (seed, then the statistics in order)."""
+    write_parquet(output["communities"], pd.concat(
+        [pd.DataFrame({"seed": seed, "node": np.arange(len(module_of)),
+                       "module": np.asarray(module_of).astype(np.int32)}) for seed, module_of, _ in runs],
+        ignore_index=True))
+    write_parquet(output["runs"], pd.DataFrame([{"seed": seed, **stats} for seed, _, stats in runs]))
 
 
 def cd_score(call: StageCall) -> Sidecars:
@@ -187,16 +197,13 @@ def cd_label_free(call: StageCall) -> Sidecars:
     })
     write_parquet(call.output["edges"], edge_list(matrix, wt))
     chosen = results[(results["weight_threshold"] == wt) & (results["markov_time"] == mt)]
-    num_nodes = matrix.shape[0]
-    write_parquet(call.output["communities"], pd.concat(
-        [pd.DataFrame({"seed": int(r.seed), "node": np.arange(num_nodes),
-                       "module": np.asarray(r.module_of, dtype=np.int32)}) for r in chosen.itertuples()],
-        ignore_index=True))
-    write_parquet(call.output["runs"], pd.DataFrame([
-        {"seed": int(r.seed), "num_modules": int(r.num_modules), "codelength": float(r.codelength),
-         "isolated_nodes": int(r.isolated_labels), "infomap_version": r.infomap_version, "infomap": r.infomap,
-         "markov_time": mt, "weight_threshold": wt, "preferred_modules": preferred if preferred is not None else -1}
-        for r in chosen.itertuples()]))
+    write_infomap_runs(call.output, [
+        (int(r.seed), np.asarray(r.module_of), {
+            "num_modules": int(r.num_modules), "codelength": float(r.codelength),
+            "isolated_nodes": int(r.isolated_labels), "infomap_version": r.infomap_version, "infomap": r.infomap,
+            "markov_time": mt, "weight_threshold": wt,
+            "preferred_modules": preferred if preferred is not None else -1})
+        for r in chosen.itertuples()])
     cd_score(StageCall(input={"communities": call.output["communities"], "runs": call.output["runs"],
                               "labels": call.input["labels"], "gt": call.input["gt"]},
                        output={"merged": call.output["merged"], "metrics": call.output["metrics"]},

@@ -363,7 +363,14 @@ def table_layout():
     model = artefact_model(ROW_MODELS["leopart"])
     fg_k = FG_CLUSTERING_CONFIG["k"]
     clusterings = [(b, c) for b in CBFE_SEEDS for c in CD_CLUSTERING_SEEDS]
-    return {
+
+    def cd_metrics(behaviour):
+        return [
+            ({"cbfe_seed": b, "cd_seed": c}, f"{infomap_dir(model, b, c, behaviour)}/metrics.json")
+            for b, c in clusterings
+        ]
+
+    layout = {
         "dino": overcluster_metrics(ROW_MODELS["dino"]),
         "leopart": overcluster_metrics(model),
         "cbfe": [
@@ -371,25 +378,15 @@ def table_layout():
             for b in CBFE_SEEDS
             for s in FG_CLUSTERING_CONFIG["seeds"]
         ],
-        "cd": [({"cbfe_seed": b, "cd_seed": c}, f"{infomap_dir(model, b, c)}/metrics.json") for b, c in clusterings],
-        **(
-            {
-                "cd_other_infomap": [
-                    (
-                        {"cbfe_seed": b, "cd_seed": c},
-                        f"{infomap_dir(model, b, c, OTHER_INFOMAP_BEHAVIOUR)}/metrics.json",
-                    )
-                    for b, c in clusterings
-                ]
-            }
-            if COMPARE_INFOMAP_SEEDS
-            else {}
-        ),
-        "upper_bound": [
-            ({"cbfe_seed": b, "cd_seed": c}, f"{cd_dir(model, b, c)}/many_to_one.json") for b, c in clusterings
-        ],
-        **label_free_layout(model, fg_k, clusterings),
+        "cd": cd_metrics(INFOMAP_BEHAVIOUR),
     }
+    if COMPARE_INFOMAP_SEEDS:
+        layout["cd_other_infomap"] = cd_metrics(OTHER_INFOMAP_BEHAVIOUR)
+    layout["upper_bound"] = [
+        ({"cbfe_seed": b, "cd_seed": c}, f"{cd_dir(model, b, c)}/many_to_one.json") for b, c in clusterings
+    ]
+    layout.update(label_free_layout(model, fg_k, clusterings))
+    return layout
 
 
 def kmeans_trainval_labels(wc, split):
