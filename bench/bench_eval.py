@@ -227,10 +227,11 @@ def main() -> None:
     add("Infomap x10", infomap, Smk(
         {"edges": d / "edges.parquet", "matrix": d / "cooc.npy"},
         {"communities": d / "comms.parquet", "runs": d / "runs.parquet"},
-        {"seeds": list(range(1, 11)), "two_level": True, "num_trials": 1},
+        {"seeds": list(range(1, 11)), "two_level": True, "num_trials": 1, "infomap": "current"},
         {"markov_time": 2.0, "preferred_modules": 20}))
     add("CD merge + score x10", cd_score, Smk(
-        {"communities": d / "comms.parquet", "labels": d / "fg149_0_val.npy", "gt": va["gt"]},
+        {"communities": d / "comms.parquet", "runs": d / "runs.parquet", "labels": d / "fg149_0_val.npy",
+         "gt": va["gt"]},
         {"merged": d / "merged.npy", "metrics": d / "cd.json"},
         {"num_classes": 21, "too_many_modules": "unmatched_to_background"}, {}))
 
