@@ -69,8 +69,8 @@ def http_server(folder: Path) -> Iterator[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the SLURM tests last. They install SLURM's client tools and stop the daemons they
-    started afterwards; from then on every Snakemake start waits up to 10 s, because the SLURM
-    executor plugin runs ``scontrol show config`` when it is imported and that waits for a
-    controller that is gone (README, Troubleshooting). Tests that run Snakemake go first."""
+    """Run the SLURM tests last. While their cluster runs, and after a teardown that could not
+    remove its slurm.conf, every Snakemake start waits up to 10 s: the SLURM executor plugin runs
+    ``scontrol show config`` when it is imported, and that waits for the controller the config
+    names (README, Troubleshooting). Tests that run Snakemake go first."""
     items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)  # stable sort

@@ -7,7 +7,8 @@
 # must poll with --slurm-status-command squeue) and finished jobs are appended to
 # $JOBCOMP (default /var/log/slurm/jobcomp.log). The daemons fork into the background and write
 # their PID files to $PIDDIR (munged: /run/munge/munged.pid); stop them with stop-slurm.sh.
-# Exits 0 once the node is idle, non-zero if it is not idle within 60 s.
+# Exits 0 once the node is idle, non-zero if it is not idle within 60 s. A slurm.conf that was
+# there before is kept as slurm.conf.before-leopart-test; stop-slurm.sh puts it back.
 set -euo pipefail
 H=$(hostname -s)
 PIDDIR=${PIDDIR:-/run/slurm-ci}
@@ -17,7 +18,11 @@ MEM=${SLURM_REALMEM:-$(awk '/^MemTotal:/{print int($2 / 1024 * 0.8)}' /proc/memi
 
 install -d -o slurm -g slurm /var/lib/slurm/slurmctld /var/log/slurm
 install -d /var/lib/slurm/slurmd "$PIDDIR" /etc/slurm
+if [ -e /etc/slurm/slurm.conf ] && ! grep -q '^# written by leopart tests/slurm/start-slurm.sh' /etc/slurm/slurm.conf; then
+  mv /etc/slurm/slurm.conf /etc/slurm/slurm.conf.before-leopart-test
+fi
 cat > /etc/slurm/slurm.conf <<CONF
+# written by leopart tests/slurm/start-slurm.sh (removed by stop-slurm.sh)
 ClusterName=localci
 SlurmctldHost=${H}(127.0.0.1)
 SlurmUser=slurm

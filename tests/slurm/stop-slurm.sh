@@ -2,6 +2,11 @@
 # Stop daemons started by start-slurm.sh, by their PID files (never by process name):
 # SIGTERM, wait up to 10 s each, then SIGKILL. Arguments pick daemons among slurmd, slurmctld and
 # munged (default: all three, in that order). Safe to run when nothing is running.
+# Stopping all three also removes the slurm.conf that start-slurm.sh wrote (restoring one that was
+# there before): with SLURM's client tools installed and a slurm.conf naming a controller that no
+# longer runs, every `scontrol` call -- and so every Snakemake start, whose SLURM executor plugin
+# calls `scontrol show config` on import -- waits ~10 s for a timeout; without a slurm.conf it
+# fails at once.
 PIDDIR=${PIDDIR:-/run/slurm-ci}
 [ $# -gt 0 ] || set -- slurmd slurmctld munged
 for d in "$@"; do
@@ -18,4 +23,11 @@ for d in "$@"; do
   fi
   rm -f "$f"
 done
+if [ "$*" = "slurmd slurmctld munged" ] && [ -e /etc/slurm/slurm.conf ] \
+   && grep -q '^# written by leopart tests/slurm/start-slurm.sh' /etc/slurm/slurm.conf; then
+  rm -f /etc/slurm/slurm.conf
+  if [ -e /etc/slurm/slurm.conf.before-leopart-test ]; then
+    mv /etc/slurm/slurm.conf.before-leopart-test /etc/slurm/slurm.conf
+  fi
+fi
 exit 0
