@@ -39,12 +39,30 @@ def _toy_folder(root: Path) -> Path:
     return toy
 
 
-def _config(root: Path, toy: Path, masks: bool) -> Path:
+def _swap_labels(src: Path, dest: Path, a: int, b: int) -> Path:
+    """Copies of the palette masks in ``src`` with labels ``a`` and ``b`` swapped (255 kept)."""
+    dest.mkdir()
+    for path in sorted(src.glob("*.png")):
+        with Image.open(path) as m:
+            arr = np.array(m)
+            swapped = arr.copy()
+            swapped[arr == a], swapped[arr == b] = b, a
+            out = Image.fromarray(swapped)  # mode L
+            if m.mode == "P" and m.getpalette():
+                out = out.convert("P")
+                out.putpalette(m.getpalette())
+            out.save(dest / path.name)
+    return dest
+
+
+def _config(root: Path, toy: Path, masks: bool, *, mask_dir: Path | None = None,
+            background_class: int = 0, run: str | None = None) -> Path:
     cfg = yaml.safe_load(MINI.read_text())
-    cfg["run"] = "folder-masks" if masks else "folder-nomasks"
+    cfg["run"] = run or ("folder-masks" if masks else "folder-nomasks")
     cfg["dataset"] = {
         "kind": "folder", "num_classes": 7, "ground_truth": {"input_size": 64, "eval_size": 32},
-        "folder": {"images": str(toy / "images"), "masks": str(toy / "masks") if masks else None,
+        "background_class": background_class,
+        "folder": {"images": str(toy / "images"), "masks": str(mask_dir or toy / "masks") if masks else None,
                    "splits": {"train": str(toy / "sets" / "train.txt"), "val": str(toy / "sets" / "val.txt")}
                    if masks else None},
     }
@@ -66,6 +84,18 @@ def test_folder_with_and_without_masks_runs_end_to_end(workdir: Path) -> None:  
     run = workdir / "results" / "folder-masks" / "cbfe" / "random"
     assert "Otsu" in json.loads((run / "k12_seed0-labelfree" / "threshold.json").read_text())["selected_by"]
     assert "ground truth" in json.loads((run / "k12_seed0" / "threshold.json").read_text())["selected_by"]
+
+    # a dataset whose background is not label 0 (road scenes: 0 = sky): the same masks with labels
+    # 0 and 3 swapped and dataset.background_class 3 give the same ground truth and the same table
+    swapped = _swap_labels(toy / "masks", workdir / "masks-bg3", 0, 3)
+    smk("results/table5.csv", "--cores", "2", "--configfile",
+        str(_config(workdir, toy, True, mask_dir=swapped, background_class=3, run="folder-bg3")), cwd=workdir)
+    for split in ("train", "val"):
+        assert np.array_equal(np.load(workdir / "results" / "folder-bg3" / "gt" / f"{split}.npy"),
+                              np.load(workdir / "results" / "folder-masks" / "gt" / f"{split}.npy")), split
+    bg3 = pd.read_csv(workdir / "results" / "folder-bg3" / "table5.csv")
+    assert bg3["source"].str.startswith("results/folder-bg3/").all()
+    assert bg3.drop(columns="source").equals(table.drop(columns="source"))
 
     # without masks: segmentations and the report; every row says it needs labels
     cfg = _config(workdir, toy, False)
