@@ -71,12 +71,25 @@ def _infomap_env_dir(call: StageCall) -> Path | None:
     return ensure_infomap_env(AUTHORS_VERSION, record["root"])
 
 
+def _preferred_modules(value: Any) -> int | None:
+    """``cd.preferred_modules`` as Infomap takes it: ``None`` for null or the path value ``"none"``."""
+    return None if value in (None, "none") else int(value)
+
+
+def _search_grid(call: StageCall, matrix: np.ndarray, label_conf: np.ndarray | None) -> pd.DataFrame:
+    """Every ``(weight threshold, markov time)`` of ``params.grid`` × every Infomap seed on ``matrix``
+    (:func:`leopart.cd.search.search_cd`; ``label_conf`` ``None`` = no ground truth, NaN mIoU)."""
+    p = call.params
+    return search_cd(matrix, label_conf, p["grid"]["weight_thresholds"], p["grid"]["markov_times"], p["seeds"],
+                     preferred_modules=_preferred_modules(p["preferred_modules"]), two_level=bool(p["two_level"]),
+                     num_trials=int(p["num_trials"]), behaviour=p["infomap"], env_dir=_infomap_env_dir(call))
+
+
 def infomap(call: StageCall) -> None:
     """Run Infomap once per seed; write communities (run, node, module) and per-run statistics."""
     edges = read_parquet(call.input["edges"], what="edge list")
     num_nodes = int(load_npy(call.input["matrix"], ndim=2, what="co-occurrence matrix").shape[0])
-    preferred = call.wildcards["preferred_modules"]
-    preferred_modules = None if preferred == "none" else int(preferred)
+    preferred_modules = _preferred_modules(call.wildcards["preferred_modules"])
     markov_time = float(call.wildcards["markov_time"])
     seeds = [int(s) for s in call.params["seeds"]]
     runs = [InfomapRun(graph=0, seed=seed, markov_time=markov_time, two_level=bool(call.params["two_level"]),
@@ -151,11 +164,7 @@ def cd_search(call: StageCall) -> Sidecars:
     matrix = np.asarray(load_npy(call.input["matrix"], ndim=2, dtype_kind="f", what="co-occurrence matrix"))
     num_classes = int(p["num_classes"])
     label_conf = eval_confusion(labels, gt, num_classes, num_pred=matrix.shape[0])
-    grid = p["grid"]
-    preferred = None if p["preferred_modules"] in (None, "none") else int(p["preferred_modules"])
-    results = search_cd(matrix, label_conf, grid["weight_thresholds"], grid["markov_times"], p["seeds"],
-                        preferred_modules=preferred, two_level=bool(p["two_level"]),
-                        num_trials=int(p["num_trials"]), behaviour=p["infomap"], env_dir=_infomap_env_dir(call))
+    results = _search_grid(call, matrix, label_conf)
     write_parquet(call.output["results"], results.drop(columns="module_of"))
     best = best_setting(results)
     write_json(call.output["best"], {
@@ -182,11 +191,8 @@ def cd_label_free(call: StageCall) -> Sidecars:
 
     p = call.params
     matrix = np.asarray(load_npy(call.input["matrix"], ndim=2, dtype_kind="f", what="co-occurrence matrix"))
-    grid = p["grid"]
-    preferred = None if p["preferred_modules"] in (None, "none") else int(p["preferred_modules"])
-    results = search_cd(matrix, None, grid["weight_thresholds"], grid["markov_times"], p["seeds"],
-                        preferred_modules=preferred, two_level=bool(p["two_level"]),
-                        num_trials=int(p["num_trials"]), behaviour=p["infomap"], env_dir=_infomap_env_dir(call))
+    preferred = _preferred_modules(p["preferred_modules"])
+    results = _search_grid(call, matrix, None)
     write_parquet(call.output["results"], results.drop(columns="module_of"))
     best = best_setting_label_free(results)
     wt, mt = best["weight_threshold"], best["markov_time"]
